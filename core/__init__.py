@@ -1,0 +1,1 @@
+"""The engine of selectivity-eval: hook specifications, plugin manager, measures, extraction, runs."""

@@ -1,0 +1,69 @@
+"""Model and data set sources: the plugins that hand the engine a network and its images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from selectivity_eval.core.plugin_base import Plugin
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for extraction.
+
+    ``aliases`` maps friendly layer names (``fc2``) to dotted ``named_modules()`` names;
+    ``transform`` turns one raw data set item into the network's input tensor (None: items already are);
+    ``identity`` says exactly which weights these are (e.g. a sha256), for run.json and caching.
+    """
+
+    module: torch.nn.Module
+    aliases: dict[str, str] = field(default_factory=dict)
+    transform: Callable[[Any], torch.Tensor] | None = None
+    class_names: list[str] | None = None
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def resolve_layer(self, name: str) -> str | None:
+        """The dotted module name for a layer name or alias; None when the model has no such layer."""
+        target = self.aliases.get(name, name)
+        modules = dict(self.module.named_modules())
+        return target if target and target in modules else None
+
+    def layer_names(self) -> list[str]:
+        return [name for name, _ in self.module.named_modules() if name]
+
+
+class ModelSource(Plugin):
+    """Makes a ``LoadedModel`` from validated parameters."""
+
+    kind: ClassVar[str] = "model"
+
+    def load(self, *, seed: int) -> LoadedModel:
+        raise NotImplementedError
+
+
+@dataclass
+class LoadedDataset:
+    """Images with class labels: ``dataset[i]`` is ``(input, label)``; ``labels`` holds them all up front."""
+
+    dataset: Dataset
+    labels: np.ndarray
+    class_names: list[str]
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class DatasetSource(Plugin):
+    """Makes a ``LoadedDataset``; ``transform`` is the model's input transform, applied per item."""
+
+    kind: ClassVar[str] = "dataset"
+
+    def load(self, *, seed: int, transform: Callable[[Any], torch.Tensor] | None = None) -> LoadedDataset:
+        raise NotImplementedError

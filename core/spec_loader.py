@@ -1,0 +1,129 @@
+"""Read a YAML spec safely and validate it, every problem reported at its place in the YAML.
+
+Validation has two stages: the shape of the spec (``RunSpec``), then each named plugin's own
+parameters against that plugin's ``Params`` model. Both run before any work starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from selectivity_eval.core.errors import SpecError, SpecProblem, UserInputError
+from selectivity_eval.core.plugins import Registry, get_registry
+from selectivity_eval.schemas.spec import RunSpec
+
+Location = Sequence[str | int]
+
+
+def format_location(location: Location) -> str:
+    """('layers', 2, 'pool') -> 'layers[2].pool'."""
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def line_of(node: yaml.Node | None, location: Location) -> int | None:
+    """1-based line of the deepest YAML node that ``location`` reaches."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in location:
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def read_spec(path: str | Path) -> tuple[Any, yaml.Node | None]:
+    """Parsed YAML (through ``safe_load``) and its node tree, for line numbers in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"Spec file {str(path)!r} does not exist (or is not a file).")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        raise SpecError([SpecProblem("", f"not valid YAML: {error}")], source=str(path)) from None
+    return data, node
+
+
+def load_spec(path: str | Path, registry: Registry | None = None) -> RunSpec:
+    """Read and fully validate a spec file; returns the spec with every plugin default filled in."""
+    data, node = read_spec(path)
+    return validate_spec(data, registry, source=str(path), node=node)
+
+
+def validate_spec(
+    data: Any, registry: Registry | None = None, source: str | None = None, node: yaml.Node | None = None
+) -> RunSpec:
+    if not isinstance(data, dict):
+        raise SpecError([SpecProblem("", "a spec must be a YAML mapping (model:, dataset:, layers:, ...)")], source)
+    try:
+        spec = RunSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(_problems(error, (), node), source) from None
+
+    registry = registry or get_registry()
+    problems: list[SpecProblem] = []
+    resolved = spec.model_dump(mode="json", exclude_none=True)
+
+    def check(kind: str, name: str, name_key: str, params: dict[str, Any], location: tuple) -> dict[str, Any] | None:
+        try:
+            cls = registry.get(kind, name)
+        except UserInputError as error:
+            problems.append(SpecProblem(format_location((*location, name_key)), str(error), line_of(node, (*location, name_key))))
+            return None
+        try:
+            validated: BaseModel = cls.Params.model_validate(params)
+        except ValidationError as error:
+            problems.extend(_problems(error, location, node))
+            return None
+        return validated.model_dump(mode="json")
+
+    for kind in ("model", "dataset"):
+        ref = getattr(spec, kind)
+        params = check(kind, ref.plugin, "plugin", ref.params(), (kind,))
+        if params is not None:
+            resolved[kind] = {"plugin": ref.plugin, **params}
+    if spec.measures is None:
+        resolved["measures"] = [{"name": name} for name in registry.names("measure")]
+    else:
+        for index, ref in enumerate(spec.measures):
+            params = check("measure", ref.name, "name", ref.params(), ("measures", index))
+            if params is not None:
+                label = {"label": ref.label} if ref.label else {}
+                resolved["measures"][index] = {"name": ref.name, **label, **params}
+    if spec.am is not None:
+        params = check("am", spec.am.method, "method", spec.am.params(), ("am",))
+        if params is not None:
+            resolved["am"] = {"method": spec.am.method, **params}
+    if problems:
+        raise SpecError(problems, source)
+    return RunSpec.model_validate(resolved)
+
+
+def _problems(error: ValidationError, prefix: tuple, node: yaml.Node | None) -> list[SpecProblem]:
+    problems = []
+    for detail in error.errors(include_url=False):
+        location = (*prefix, *detail["loc"])
+        message = detail["msg"]
+        if detail["type"] == "extra_forbidden":
+            message = "unknown key (a typo?)"
+        elif detail["type"] == "missing":
+            message = "required but missing"
+        problems.append(SpecProblem(format_location(location), message, line_of(node, location)))
+    return problems

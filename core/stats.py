@@ -1,0 +1,175 @@
+"""Statistics shared by the measures, computed once per chunk of units and reused by all of them.
+
+A measure never loops over units: it reads whole (classes x units) or (k x units) tensors from
+``LayerStats``, which computes each statistic on first use and caches it. Third-party measures use
+the same object, so a layer pays for a class maximum or a top-k ranking once, whoever asks first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Class labels of the images, coded 0..C-1 in ascending order of the original label values.
+
+    Only classes with at least one image exist, so ``counts`` is never zero.
+    """
+
+    codes: torch.Tensor
+    classes: np.ndarray
+    counts: torch.Tensor
+
+    @classmethod
+    def from_array(cls, labels, device: torch.device | str = "cpu") -> Labels:
+        values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        if values.ndim != 1:
+            raise ValueError(f"labels must be one-dimensional, got shape {values.shape}")
+        if values.size == 0:
+            raise ValueError("labels are empty: there are no images")
+        classes, codes = np.unique(values, return_inverse=True)
+        codes_t = torch.as_tensor(codes.astype(np.int64), device=device)
+        counts = torch.bincount(codes_t, minlength=len(classes))
+        return cls(codes=codes_t, classes=classes, counts=counts)
+
+    @property
+    def n_images(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: torch.device | str) -> Labels:
+        return Labels(self.codes.to(device), self.classes, self.counts.to(device))
+
+    def class_values(self, codes: torch.Tensor) -> np.ndarray:
+        """Original label values for a tensor of class codes."""
+        return self.classes[codes.detach().cpu().numpy()]
+
+
+def ranked_top_indices(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` highest values of each column, ordered high to low.
+
+    Equal values are ranked by ascending image index, both in which images make the top ``k``
+    when a tie straddles the k-th place and in their order within it (measures.md, Notation).
+    ``torch.topk`` alone guarantees neither, so its result is repaired on the few columns that need it.
+    Returns a (k, units) int64 tensor.
+    """
+    n = values.shape[0]
+    top_values, top_idx = torch.topk(values, k, dim=0, largest=True, sorted=True)
+    kth = top_values[-1]
+    kept_at_kth = (top_values == kth).sum(0)
+    straddling = ((values == kth).sum(0) > kept_at_kth).nonzero().squeeze(1)
+    if straddling.numel():
+        equal = values[:, straddling] == kth[straddling]
+        lower_index_first = torch.arange(n, 0, -1, device=values.device).unsqueeze(1)
+        first_equal = torch.topk(torch.where(equal, lower_index_first, 0), k, dim=0).indices
+        slots = kept_at_kth[straddling]
+        position = torch.arange(k, device=values.device).unsqueeze(1)
+        source = (position - (k - slots)).clamp(min=0)
+        top_idx[:, straddling] = torch.where(
+            position >= k - slots, first_equal.gather(0, source), top_idx[:, straddling]
+        )
+    by_index = top_idx.sort(dim=0).values
+    values_by_index = values.gather(0, by_index)
+    order = torch.sort(values_by_index, dim=0, descending=True, stable=True).indices
+    return by_index.gather(0, order)
+
+
+class LayerStats:
+    """Lazily computed statistics of one chunk of units (images x units) under shared labels."""
+
+    def __init__(self, activations: torch.Tensor, labels: Labels):
+        if activations.ndim != 2:
+            raise ValueError(f"activations must be (images, units), got shape {tuple(activations.shape)}")
+        if activations.shape[0] != labels.n_images:
+            raise ValueError(
+                f"activations have {activations.shape[0]} images but labels have {labels.n_images}"
+            )
+        self.activations = activations
+        self.labels = labels
+        self._topk: dict[int, torch.Tensor] = {}
+
+    @property
+    def n_images(self) -> int:
+        return self.labels.n_images
+
+    @property
+    def n_units(self) -> int:
+        return int(self.activations.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return self.labels.n_classes
+
+    @property
+    def device(self) -> torch.device:
+        return self.activations.device
+
+    @cached_property
+    def _class_index(self) -> torch.Tensor:
+        return self.labels.codes.unsqueeze(1).expand(-1, self.n_units)
+
+    def _class_reduce(self, reduce: str, fill: float) -> torch.Tensor:
+        out = torch.full((self.n_classes, self.n_units), fill, dtype=self.activations.dtype, device=self.device)
+        return out.scatter_reduce_(0, self._class_index, self.activations, reduce)
+
+    @cached_property
+    def class_max(self) -> torch.Tensor:
+        """(classes, units): the highest activation of each class."""
+        return self._class_reduce("amax", -torch.inf)
+
+    @cached_property
+    def class_min(self) -> torch.Tensor:
+        """(classes, units): the lowest activation of each class."""
+        return self._class_reduce("amin", torch.inf)
+
+    @cached_property
+    def class_sum(self) -> torch.Tensor:
+        """(classes, units): the sum of activations of each class, in float64."""
+        out = torch.zeros((self.n_classes, self.n_units), dtype=torch.float64, device=self.device)
+        return out.index_add_(0, self.labels.codes, self.activations.to(torch.float64))
+
+    @cached_property
+    def class_mean(self) -> torch.Tensor:
+        """(classes, units): the mean activation of each class, in float64."""
+        return self.class_sum / self.labels.counts.to(torch.float64).unsqueeze(1)
+
+    @cached_property
+    def total_sum(self) -> torch.Tensor:
+        """(units,): the sum over all images, in float64."""
+        return self.class_sum.sum(0)
+
+    @cached_property
+    def unit_max(self) -> torch.Tensor:
+        """(units,): the highest activation of each unit."""
+        return self.class_max.max(0).values
+
+    @cached_property
+    def unit_min(self) -> torch.Tensor:
+        """(units,): the lowest activation of each unit."""
+        return self.class_min.min(0).values
+
+    @cached_property
+    def top_class(self) -> torch.Tensor:
+        """(units,): code of the class holding the highest activation, lowest code on ties."""
+        return torch.argmax(self.class_max, dim=0)
+
+    @cached_property
+    def runner_up_max(self) -> torch.Tensor:
+        """(units,): the highest activation of any class other than ``top_class``; -inf with one class."""
+        if self.n_classes < 2:
+            return torch.full((self.n_units,), -torch.inf, dtype=self.activations.dtype, device=self.device)
+        return torch.topk(self.class_max, 2, dim=0).values[1]
+
+    def top_indices(self, k: int) -> torch.Tensor:
+        """(k, units): image indices of the ranking's first ``k`` places (see ``ranked_top_indices``)."""
+        if k not in self._topk:
+            self._topk[k] = ranked_top_indices(self.activations, k)
+        return self._topk[k]

@@ -1,0 +1,33 @@
+"""Top-class selectivity (Gale et al. 2019), measures.md section 4."""
+
+from __future__ import annotations
+
+import torch
+
+from selectivity_eval.core.hookspecs import hookimpl
+from selectivity_eval.core.measure import Column, Measure
+from selectivity_eval.core.stats import LayerStats
+
+
+class TopClass(Measure):
+    """Share of the top class's images ranked before the first image of any other class."""
+
+    name = "topclass"
+    columns = {"topclass_class": Column.CLASS, "topclass_count": Column.COUNT, "topclass": Column.VALUE}
+
+    def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
+        top = stats.top_class
+        shared_peak = (stats.class_max == stats.unit_max.unsqueeze(0)).sum(0) > 1
+        ahead_of_intruders = stats.activations > stats.runner_up_max.unsqueeze(0)
+        in_top_class = stats.labels.codes.unsqueeze(1) == top.unsqueeze(0)
+        count = (ahead_of_intruders & in_top_class).sum(0)
+        count = torch.where(shared_peak, 0, count)
+        share = count.double() / stats.labels.counts[top].double()
+        if stats.n_classes < 2:
+            share = torch.full_like(share, torch.nan)
+        return {"topclass_class": top, "topclass_count": count, "topclass": share}
+
+
+@hookimpl
+def register_measures(register):
+    register(TopClass)

@@ -1,0 +1,116 @@
+"""The run spec: which model, data set, layers, measures and AM settings a study uses.
+
+These models check the spec's shape. Each plugin's own parameters are checked against that
+plugin's ``Params`` model by ``selectivity_eval.core.spec_loader``, which knows the registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def _name_to_mapping(value: Any, key: str) -> Any:
+    return {key: value} if isinstance(value, str) else value
+
+
+class PluginRef(BaseModel):
+    """A model or data set: ``plugin`` names it, every other key is a parameter of that plugin."""
+
+    model_config = ConfigDict(extra="allow")
+
+    plugin: str = Field(description="Name of a registered model or data set plugin.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return _name_to_mapping(value, "plugin")
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LayerSpec(BaseModel):
+    """A layer to measure: a dotted module name or an alias the model declares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Module name from named_modules(), or an alias such as fc2.")
+    pool: Literal["max", "mean", "center"] = Field(
+        "max", description="Spatial reduction of a conv feature map to one value per channel."
+    )
+    relu: bool = Field(False, description="Take the value after the ReLU that follows the module.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return _name_to_mapping(value, "name")
+
+
+class MeasureRef(BaseModel):
+    """A measure: ``name`` picks it, ``label`` renames its columns, other keys are its parameters."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Name of a registered measure plugin.")
+    label: str | None = Field(
+        None, description="Replaces the measure's name in its column names, to run one measure twice."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return _name_to_mapping(value, "name")
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def column_label(self) -> str:
+        return self.label or self.name
+
+
+class AMSpec(BaseModel):
+    """Activation maximisation: ``method`` names an AM plugin, other keys are its parameters."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str = Field("gradient-ascent", description="Name of a registered AM method plugin.")
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class RunSpec(BaseModel):
+    """One study: a model, a data set, the layers to measure and the measures to compute."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: PluginRef
+    dataset: PluginRef
+    layers: list[LayerSpec] = Field(min_length=1)
+    measures: list[MeasureRef] | None = Field(
+        None, description="Measures to compute; omitted means every registered measure."
+    )
+    am: AMSpec | None = None
+    output: Path = Field(Path("runs/selectivity"), description="Directory the run writes its results to.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(256, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RunSpec:
+        _require_unique([layer.name for layer in self.layers], "layers", "layer")
+        if self.measures is not None:
+            _require_unique([m.column_label for m in self.measures], "measures", "measure (give one a `label`)")
+        return self
+
+
+def _require_unique(names: list[str], field: str, what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{field} names the {what} {name!r} twice")
+        seen.add(name)

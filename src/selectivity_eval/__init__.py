@@ -1,0 +1,45 @@
+"""selectivity-eval: how selective are single units of neural networks?
+
+Library use::
+
+    import selectivity_eval as se
+    columns = se.compute_measures(activations, labels)            # every registered measure
+    columns = se.compute_measures(activations, labels, ["precision"], {"precision": {"top_n": 60}})
+
+Write a new measure by subclassing ``se.Measure`` and registering it through the
+``register_measures`` hook (see docs/plugins.md).
+"""
+
+from selectivity_eval._version import __version__
+from selectivity_eval.core.am import AMContext, AMMethod
+from selectivity_eval.core.compute import compute_measures
+from selectivity_eval.core.errors import SelectivityEvalError, SpecError, UserInputError
+from selectivity_eval.core.hookspecs import hookimpl
+from selectivity_eval.core.measure import Column, Measure
+from selectivity_eval.core.plugins import get_registry, plugin_registered
+from selectivity_eval.core.sources import DatasetSource, LoadedDataset, LoadedModel, ModelSource
+from selectivity_eval.core.stats import Labels, LayerStats, ranked_top_indices
+from selectivity_eval.schemas.params import PluginParams
+
+__all__ = [
+    "AMContext",
+    "AMMethod",
+    "Column",
+    "DatasetSource",
+    "Labels",
+    "LayerStats",
+    "LoadedDataset",
+    "LoadedModel",
+    "Measure",
+    "ModelSource",
+    "PluginParams",
+    "SelectivityEvalError",
+    "SpecError",
+    "UserInputError",
+    "__version__",
+    "compute_measures",
+    "get_registry",
+    "hookimpl",
+    "plugin_registered",
+    "ranked_top_indices",
+]
