@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from selectivity_eval.core.errors import SpecError, SpecProblem, UserInputError
 from selectivity_eval.core.plugins import Registry, get_registry
-from selectivity_eval.schemas.spec import RunSpec
+from selectivity_eval.schemas.spec import AMSpec, MeasureRef, PluginRef, RunSpec
 
 Location = Sequence[str | int]
 
@@ -70,50 +70,67 @@ def load_spec(path: str | Path, registry: Registry | None = None) -> RunSpec:
 def validate_spec(
     data: Any, registry: Registry | None = None, source: str | None = None, node: yaml.Node | None = None
 ) -> RunSpec:
+    """Check the spec's shape and every plugin's parameters, reporting all problems at once."""
     if not isinstance(data, dict):
         raise SpecError([SpecProblem("", "a spec must be a YAML mapping (model:, dataset:, layers:, ...)")], source)
-    try:
-        spec = RunSpec.model_validate(data)
-    except ValidationError as error:
-        raise SpecError(_problems(error, (), node), source) from None
-
-    registry = registry or get_registry()
     problems: list[SpecProblem] = []
-    resolved = spec.model_dump(mode="json", exclude_none=True)
-
-    def check(kind: str, name: str, name_key: str, params: dict[str, Any], location: tuple) -> dict[str, Any] | None:
-        try:
-            cls = registry.get(kind, name)
-        except UserInputError as error:
-            problems.append(SpecProblem(format_location((*location, name_key)), str(error), line_of(node, (*location, name_key))))
-            return None
-        try:
-            validated: BaseModel = cls.Params.model_validate(params)
-        except ValidationError as error:
-            problems.extend(_problems(error, location, node))
-            return None
-        return validated.model_dump(mode="json")
-
-    for kind in ("model", "dataset"):
-        ref = getattr(spec, kind)
-        params = check(kind, ref.plugin, "plugin", ref.params(), (kind,))
-        if params is not None:
-            resolved[kind] = {"plugin": ref.plugin, **params}
-    if spec.measures is None:
-        resolved["measures"] = [{"name": name} for name in registry.names("measure")]
-    else:
-        for index, ref in enumerate(spec.measures):
-            params = check("measure", ref.name, "name", ref.params(), ("measures", index))
-            if params is not None:
-                label = {"label": ref.label} if ref.label else {}
-                resolved["measures"][index] = {"name": ref.name, **label, **params}
-    if spec.am is not None:
-        params = check("am", spec.am.method, "method", spec.am.params(), ("am",))
-        if params is not None:
-            resolved["am"] = {"method": spec.am.method, **params}
+    try:
+        RunSpec.model_validate(data)
+    except ValidationError as error:
+        problems.extend(_problems(error, (), node))
+    registry = registry or get_registry()
+    resolved = dict(data)
+    for key, kind, ref_model, name_key in PLUGIN_FIELDS:
+        if data.get(key) is None:
+            continue
+        entries = data[key] if kind == "measure" else [data[key]]
+        if not isinstance(entries, list):
+            continue
+        checked = []
+        for index, entry in enumerate(entries):
+            location = (key, index) if kind == "measure" else (key,)
+            try:
+                ref = ref_model.model_validate(entry)
+            except ValidationError:
+                checked.append(entry)
+                continue
+            checked.append(_check_plugin(registry, kind, ref, name_key, location, node, problems))
+        resolved[key] = checked if kind == "measure" else checked[0]
     if problems:
-        raise SpecError(problems, source)
+        raise SpecError(_deduplicated(problems), source)
+    if resolved.get("measures") is None:
+        resolved["measures"] = [{"name": name} for name in registry.names("measure")]
     return RunSpec.model_validate(resolved)
+
+
+PLUGIN_FIELDS = (
+    ("model", "model", PluginRef, "plugin"),
+    ("dataset", "dataset", PluginRef, "plugin"),
+    ("measures", "measure", MeasureRef, "name"),
+    ("am", "am", AMSpec, "method"),
+)
+
+
+def _check_plugin(registry, kind, ref, name_key, location, node, problems) -> Any:
+    """The reference with its plugin's parameters validated and defaults filled, or recorded problems."""
+    name = getattr(ref, name_key)
+    try:
+        cls = registry.get(kind, name)
+    except UserInputError as error:
+        where = (*location, name_key)
+        problems.append(SpecProblem(format_location(where), str(error), line_of(node, where)))
+        return None
+    try:
+        params = cls.Params.model_validate(ref.params()).model_dump(mode="json")
+    except ValidationError as error:
+        problems.extend(_problems(error, location, node))
+        return None
+    fixed = ref.model_dump(mode="json", exclude_none=True, exclude=set(ref.model_extra or ()))
+    return {**fixed, **params}
+
+
+def _deduplicated(problems: list[SpecProblem]) -> list[SpecProblem]:
+    return list(dict.fromkeys(problems))
 
 
 def _problems(error: ValidationError, prefix: tuple, node: yaml.Node | None) -> list[SpecProblem]:

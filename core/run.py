@@ -1,0 +1,164 @@
+"""Run a whole study from a validated spec: load, extract, measure, write."""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from selectivity_eval._version import __version__
+from selectivity_eval.core.am import AMContext
+from selectivity_eval.core.compute import as_activation_tensor, compute_layer
+from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.extract import extract_activations, resolve_layers
+from selectivity_eval.core.measure import Column, Measure
+from selectivity_eval.core.outputs import summarise_layer, write_json, write_resolved_spec, write_units_csv
+from selectivity_eval.core.plugins import Registry, get_registry
+from selectivity_eval.core.progress import Reporter
+from selectivity_eval.core.sources import LoadedModel
+from selectivity_eval.core.stats import Labels
+from selectivity_eval.schemas.spec import RunSpec
+
+
+@dataclass
+class MeasureFailureRecord:
+    measure: str
+    plugin: str
+    layer: str
+    error: str
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    results: dict[str, dict[str, np.ndarray]]
+    summary: dict[str, Any]
+    failures: list[MeasureFailureRecord] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("device: cuda was asked for, but torch sees no CUDA device. Use device: cpu or auto.")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_model(spec: RunSpec, registry: Registry) -> LoadedModel:
+    source = registry.get("model", spec.model.plugin)(spec.model.params())
+    return source.load(seed=spec.seed)
+
+
+def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Registry | None = None) -> RunResult:
+    """Run the study ``spec`` describes; the spec must already be validated (see ``load_spec``)."""
+    registry = registry or get_registry()
+    reporter = reporter or Reporter(quiet=True)
+    timings: dict[str, float] = {}
+    device = resolve_device(spec.device)
+    seed_everything(spec.seed)
+    started = time.perf_counter()
+    model = load_model(spec, registry)
+    layers = resolve_layers(model, spec.layers)
+    dataset_source = registry.get("dataset", spec.dataset.plugin)(spec.dataset.params())
+    data = dataset_source.load(seed=spec.seed, transform=model.transform)
+    timings["load"] = time.perf_counter() - started
+    output_dir = Path(spec.output)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_resolved_spec(output_dir / "spec.resolved.yaml", spec)
+
+    started = time.perf_counter()
+    with reporter.live():
+        activations = extract_activations(
+            model, data, layers, batch_size=spec.batch_size, device=device, reporter=reporter
+        )
+    timings["extract"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    measures = [
+        (registry.get("measure", ref.name)(ref.params()), ref.column_label) for ref in spec.measures or []
+    ]
+    plugin_of = {ref.column_label: registry.entry("measure", ref.name).origin.plugin for ref in spec.measures or []}
+    labels = Labels.from_array(data.labels, device)
+    results: dict[str, dict[str, np.ndarray]] = {}
+    failures: list[MeasureFailureRecord] = []
+    with reporter.live():
+        steps = reporter.steps("Computing measures", len(layers))
+        for layer in layers:
+            errors: dict[str, BaseException] = {}
+            matrix = as_activation_tensor(activations[layer.label], device)
+            results[layer.label] = compute_layer(matrix, labels, measures, failures=errors)
+            failures.extend(
+                MeasureFailureRecord(label, plugin_of[label], layer.label, f"{type(e).__name__}: {e}")
+                for label, e in errors.items()
+            )
+            steps.advance()
+    timings["measures"] = time.perf_counter() - started
+
+    kinds = column_kinds(measures)
+    summary = {layer: summarise_layer(columns, kinds) for layer, columns in results.items()}
+    for layer, matrix in activations.items():
+        summary[layer]["signed_activations"] = bool((matrix < 0).any())
+    write_units_csv(output_dir / "units.csv", results)
+    write_json(output_dir / "summary.json", summary)
+
+    if spec.am is not None:
+        started = time.perf_counter()
+        method = registry.get("am", spec.am.method)(spec.am.params())
+        context = AMContext(
+            model=model,
+            layers={layer.label: layer.module_name for layer in layers},
+            activations=activations,
+            results=results,
+            output_dir=output_dir,
+            device=device,
+            seed=spec.seed,
+        )
+        method.run(context)
+        timings["am"] = time.perf_counter() - started
+
+    result = RunResult(output_dir, results, summary, failures, timings)
+    write_json(output_dir / "run.json", run_record(spec, model, data.identity, device, result, registry))
+    return result
+
+
+def column_kinds(measures: list[tuple[Measure, str]]) -> dict[str, Column]:
+    kinds: dict[str, Column] = {}
+    for measure, label in measures:
+        kinds.update(measure.output_columns(label))
+    return kinds
+
+
+def run_record(spec, model, dataset_identity, device, result: RunResult, registry: Registry) -> dict[str, Any]:
+    plugins = sorted(
+        {(e.origin.plugin, e.origin.distribution, e.origin.version) for e in registry}, key=lambda row: row[0]
+    )
+    return {
+        "selectivity_eval": __version__,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+        "plugins": [{"plugin": p, "distribution": d, "version": v} for p, d, v in plugins],
+        "seed": spec.seed,
+        "device": str(device),
+        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+        "model": {"plugin": spec.model.plugin, "params": spec.model.params(), **model.identity},
+        "dataset": {"plugin": spec.dataset.plugin, "params": spec.dataset.params(), **dataset_identity},
+        "layers": {layer: summary["n_units"] for layer, summary in result.summary.items()},
+        "failures": [vars(f) for f in result.failures],
+        "status": "failed" if result.failures else "ok",
+    }
