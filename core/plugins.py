@@ -111,6 +111,13 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return _manager
 
 
+def reload_plugins() -> None:
+    """Forget the loaded plugins; the next use loads entry points and built-ins afresh."""
+    global _manager
+    _manager = None
+    _origins.clear()
+
+
 def _allowed_distributions() -> set[str] | None:
     value = os.environ.get(LOAD_PLUGINS_ENV)
     if value is None:

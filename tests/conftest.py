@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selectivity_eval.core.plugins import reload_plugins
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_SPEC = REPO / "examples" / "digits.yaml"
+
+
+@pytest.fixture
+def fresh_plugins():
+    """A plugin manager loaded afresh for this test, and again afterwards for the next."""
+    reload_plugins()
+    yield
+    reload_plugins()
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """Write a spec (a dict, or YAML text) into tmp_path; its output goes to tmp_path/run by default."""
+
+    def write(spec: dict | str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        if isinstance(spec, dict):
+            spec = {"output": str(tmp_path / "run"), **spec}
+            path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        else:
+            path.write_text(spec)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def digits_spec() -> dict:
+    return yaml.safe_load(EXAMPLE_SPEC.read_text())
