@@ -38,7 +38,8 @@ class CCMAS(Measure):
             rest_sum = stats.total_sum - stats.class_sum.gather(0, best_row).squeeze(0)
             mu_rest = rest_sum / rest_count
         else:
-            mu_rest = (means.sum(0) - mu_max) / (stats.n_classes - 1)
+            others = torch.ones_like(means, dtype=torch.bool).scatter_(0, best_row, False)
+            mu_rest = torch.where(others, means, 0.0).sum(0) / (stats.n_classes - 1)
         denominator = mu_max + mu_rest + self.params.eps
         ccmas = (mu_max - mu_rest) / denominator
         ccmas = torch.where(denominator == 0, torch.nan, ccmas)
