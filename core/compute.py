@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from selectivity_eval.core.measure import Column, Measure
 from selectivity_eval.core.stats import Labels, LayerStats
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20
+CLASS_STATS_BYTES = 16 * 2**20
 
 
 def as_activation_tensor(activations: Any, device: torch.device | str | None = None) -> torch.Tensor:
@@ -49,9 +51,12 @@ def resolve_measures(
     return resolved
 
 
-def unit_chunks(n_units: int, n_images: int, itemsize: int, chunk_size: int | None) -> Iterable[slice]:
+def unit_chunks(n_units: int, n_images: int, n_classes: int, itemsize: int, chunk_size: int | None) -> Iterable[slice]:
+    """Slices of units; by default as many as keep the chunk and its class statistics small."""
     if chunk_size is None:
-        chunk_size = max(1, DEFAULT_CHUNK_BYTES // max(1, n_images * itemsize))
+        by_images = DEFAULT_CHUNK_BYTES // max(1, n_images * itemsize)
+        by_classes = CLASS_STATS_BYTES // max(1, n_classes * 16)
+        chunk_size = max(1, min(by_images, by_classes))
     for start in range(0, n_units, chunk_size):
         yield slice(start, min(start + chunk_size, n_units))
 
@@ -64,19 +69,23 @@ def compute_measures(
     *,
     chunk_size: int | None = None,
     device: torch.device | str | None = None,
+    layer: str = "activations",
 ) -> dict[str, np.ndarray]:
     """Compute selectivity measures for every unit (column) of ``activations``.
 
     ``labels`` gives each image's class. ``measures`` names registered measures or passes instances;
     ``None`` computes every registered measure. ``params`` maps a measure's name to its parameters,
     e.g. ``{"precision": {"top_n": 60}}``. Units are processed ``chunk_size`` at a time (default: as
-    many as fit in 256 MiB), which bounds memory and never changes a result. Returns a mapping of
-    column name to a numpy array of shape (units,); class columns hold the original label values.
+    many as keep memory small), which bounds memory and never changes a result. Returns a mapping
+    of column name to a numpy array of shape (units,); class columns hold the original label values.
+    A unit with any NaN or infinite activation gets NaN in every column (False in flag columns, and
+    class and count columns then become float, or object for non-numeric labels), with a warning
+    naming ``layer`` and how many units are affected.
     """
     instances = resolve_measures(measures, params)
     matrix = as_activation_tensor(activations, device)
     label_info = Labels.from_array(labels, matrix.device)
-    return compute_layer(matrix, label_info, [(m, m.name) for m in instances], chunk_size=chunk_size)
+    return compute_layer(matrix, label_info, [(m, m.name) for m in instances], chunk_size=chunk_size, layer=layer)
 
 
 def compute_layer(
@@ -86,6 +95,7 @@ def compute_layer(
     *,
     chunk_size: int | None = None,
     failures: dict[str, BaseException] | None = None,
+    layer: str = "activations",
 ) -> dict[str, np.ndarray]:
     """Every (measure, column label) pair on one layer, chunk by chunk of units.
 
@@ -95,8 +105,11 @@ def compute_layer(
     if matrix.shape[0] != labels.n_images:
         raise ValueError(f"activations have {matrix.shape[0]} images (rows) but there are {labels.n_images} labels")
     pieces: dict[str, list[np.ndarray]] = {}
-    for chunk in unit_chunks(matrix.shape[1], matrix.shape[0], matrix.element_size(), chunk_size):
+    finite: list[np.ndarray] = []
+    chunks = unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size)
+    for chunk in chunks:
         stats = LayerStats(matrix[:, chunk], labels)
+        finite.append(stats.finite_units.cpu().numpy())
         for measure, label in measures:
             if failures is not None and label in failures:
                 continue
@@ -110,12 +123,35 @@ def compute_layer(
             for column, values in columns.items():
                 pieces.setdefault(column, []).append(values)
     failed = set(failures or ())
-    return {
-        column: np.concatenate(pieces[column]) if column in pieces else np.empty(0)
+    kinds = {
+        column: kind
         for measure, label in measures
         if label not in failed
-        for column in measure.output_columns(label)
+        for column, kind in measure.output_columns(label).items()
     }
+    results = {column: np.concatenate(pieces[column]) if column in pieces else np.empty(0) for column in kinds}
+    invalid = ~np.concatenate(finite) if finite else np.zeros(0, dtype=bool)
+    if invalid.any():
+        warnings.warn(
+            f"Layer {layer!r}: {int(invalid.sum())} of {len(invalid)} units have NaN or infinite "
+            "activations; every measure of those units is NaN.",
+            stacklevel=2,
+        )
+        for column, kind in kinds.items():
+            results[column] = _blank_invalid(results[column], invalid, kind)
+    return results
+
+
+def _blank_invalid(values: np.ndarray, invalid: np.ndarray, kind: Column) -> np.ndarray:
+    if kind is Column.FLAG:
+        return np.where(invalid, False, values)
+    if values.dtype.kind in "biuf":
+        values = values.astype(np.float64)
+        values[invalid] = np.nan
+        return values
+    values = values.astype(object)
+    values[invalid] = None
+    return values
 
 
 def measure_columns(measure: Measure, stats: LayerStats, label: str | None = None) -> dict[str, np.ndarray]:

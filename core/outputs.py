@@ -27,6 +27,8 @@ def write_resolved_spec(path: Path, spec: RunSpec) -> None:
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "nan"
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (float, np.floating)):

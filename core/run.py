@@ -99,7 +99,7 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
         for layer in layers:
             errors: dict[str, BaseException] = {}
             matrix = as_activation_tensor(activations[layer.label], device)
-            results[layer.label] = compute_layer(matrix, labels, measures, failures=errors)
+            results[layer.label] = compute_layer(matrix, labels, measures, failures=errors, layer=layer.label)
             failures.extend(
                 MeasureFailureRecord(label, plugin_of[label], layer.label, f"{type(e).__name__}: {e}")
                 for label, e in errors.items()

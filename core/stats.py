@@ -82,8 +82,32 @@ def ranked_top_indices(values: torch.Tensor, k: int) -> torch.Tensor:
     return by_index.gather(0, order)
 
 
+ROW_BLOCK_BYTES = 2**20
+CANDIDATES_PER_SLOT = 8
+
+
+def _nonzero_sparse(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mask.nonzero(as_tuple=True)`` for a contiguous 2-D mask, fast when few entries are set.
+
+    Scans the mask eight bytes at a time and expands only the words that hold a set entry.
+    """
+    rows, cols = mask.shape
+    if cols % 8 or not mask.is_contiguous() or mask.numel() == 0:
+        return mask.nonzero(as_tuple=True)
+    words = mask.view(-1).view(torch.int64)
+    hit_words = words.nonzero().squeeze(1)
+    hit_bytes = mask.view(-1).view(-1, 8)[hit_words].nonzero()
+    flat = hit_words[hit_bytes[:, 0]] * 8 + hit_bytes[:, 1]
+    return flat // cols, flat % cols
+
+
 class LayerStats:
-    """Lazily computed statistics of one chunk of units (images x units) under shared labels."""
+    """Lazily computed statistics of one chunk of units (images x units) under shared labels.
+
+    The chunk is read in blocks of rows, so no statistic needs a copy of the whole chunk: one pass
+    gives every class's maximum, minimum and float64 sum together; a second pass collects the few
+    candidates for a top-k ranking (see ``top_indices``).
+    """
 
     def __init__(self, activations: torch.Tensor, labels: Labels):
         if activations.ndim != 2:
@@ -95,6 +119,7 @@ class LayerStats:
         self.activations = activations
         self.labels = labels
         self._topk: dict[int, torch.Tensor] = {}
+        self._row_block = max(1, ROW_BLOCK_BYTES // max(1, activations.shape[1] * activations.element_size()))
 
     @property
     def n_images(self) -> int:
@@ -112,29 +137,40 @@ class LayerStats:
     def device(self) -> torch.device:
         return self.activations.device
 
-    @cached_property
-    def _class_index(self) -> torch.Tensor:
-        return self.labels.codes.unsqueeze(1).expand(-1, self.n_units)
-
-    def _class_reduce(self, reduce: str, fill: float) -> torch.Tensor:
-        out = torch.full((self.n_classes, self.n_units), fill, dtype=self.activations.dtype, device=self.device)
-        return out.scatter_reduce_(0, self._class_index, self.activations, reduce)
+    def row_blocks(self):
+        """(start, contiguous block of rows, their class codes), in image order."""
+        for start in range(0, self.n_images, self._row_block):
+            stop = start + self._row_block
+            yield start, self.activations[start:stop].contiguous(), self.labels.codes[start:stop]
 
     @cached_property
+    def _class_extremes_and_sums(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        shape = (self.n_classes, self.n_units)
+        dtype, device = self.activations.dtype, self.device
+        maxima = torch.full(shape, -torch.inf, dtype=dtype, device=device)
+        minima = torch.full(shape, torch.inf, dtype=dtype, device=device)
+        sums = torch.zeros(shape, dtype=torch.float64, device=device)
+        for _, block, codes in self.row_blocks():
+            index = codes.unsqueeze(1).expand(-1, self.n_units)
+            maxima.scatter_reduce_(0, index, block, "amax")
+            minima.scatter_reduce_(0, index, block, "amin")
+            sums.index_add_(0, codes, block.to(torch.float64))
+        return maxima, minima, sums
+
+    @property
     def class_max(self) -> torch.Tensor:
-        """(classes, units): the highest activation of each class."""
-        return self._class_reduce("amax", -torch.inf)
+        """(classes, units): the highest activation of each class (NaN where the class has a NaN)."""
+        return self._class_extremes_and_sums[0]
 
-    @cached_property
+    @property
     def class_min(self) -> torch.Tensor:
         """(classes, units): the lowest activation of each class."""
-        return self._class_reduce("amin", torch.inf)
+        return self._class_extremes_and_sums[1]
 
-    @cached_property
+    @property
     def class_sum(self) -> torch.Tensor:
         """(classes, units): the sum of activations of each class, in float64."""
-        out = torch.zeros((self.n_classes, self.n_units), dtype=torch.float64, device=self.device)
-        return out.index_add_(0, self.labels.codes, self.activations.to(torch.float64))
+        return self._class_extremes_and_sums[2]
 
     @cached_property
     def class_mean(self) -> torch.Tensor:
@@ -157,6 +193,11 @@ class LayerStats:
         return self.class_min.min(0).values
 
     @cached_property
+    def finite_units(self) -> torch.Tensor:
+        """(units,) bool: units whose every activation is finite (no NaN, no infinity)."""
+        return torch.isfinite(self.unit_max) & torch.isfinite(self.unit_min)
+
+    @cached_property
     def top_class(self) -> torch.Tensor:
         """(units,): code of the class holding the highest activation, lowest code on ties."""
         return torch.argmax(self.class_max, dim=0)
@@ -168,8 +209,58 @@ class LayerStats:
             return torch.full((self.n_units,), -torch.inf, dtype=self.activations.dtype, device=self.device)
         return torch.topk(self.class_max, 2, dim=0).values[1]
 
+    def count_above(self, thresholds: torch.Tensor) -> torch.Tensor:
+        """(units,) int64: how many images of each unit are strictly above that unit's threshold."""
+        counts = torch.zeros(self.n_units, dtype=torch.int64, device=self.device)
+        for _, block, _ in self.row_blocks():
+            counts += (block > thresholds).sum(0)
+        return counts
+
     def top_indices(self, k: int) -> torch.Tensor:
-        """(k, units): image indices of the ranking's first ``k`` places (see ``ranked_top_indices``)."""
+        """(k, units): image indices of the ranking's first ``k`` places, ties by ascending index."""
         if k not in self._topk:
-            self._topk[k] = ranked_top_indices(self.activations, k)
+            self._topk[k] = self._top_indices(k)
         return self._topk[k]
+
+    def _top_indices(self, k: int) -> torch.Tensor:
+        """Exact top-k without sorting or top-k over every image.
+
+        The k-th highest class maximum is at most the k-th highest activation, so every image of
+        the top k lies at or above it; typically only a few more than k do. Those candidates are
+        gathered in one pass and ranked. Units where that bound is loose (many ties at it, as in a
+        mostly-zero ReLU unit) or undefined (fewer classes than k, non-finite values) fall back to
+        ``ranked_top_indices`` on just those units.
+        """
+        if self.n_classes < k:
+            return ranked_top_indices(self.activations, k)
+        bound = torch.topk(self.class_max, k, dim=0).values[-1]
+        limit = CANDIDATES_PER_SLOT * k
+        found = torch.zeros(self.n_units, dtype=torch.int64, device=self.device)
+        images, units, values = [], [], []
+        for start, block, _ in self.row_blocks():
+            at_or_above = block >= bound
+            at_or_above[:, found > limit] = False
+            rows, cols = _nonzero_sparse(at_or_above)
+            found += torch.bincount(cols, minlength=self.n_units)
+            images.append(rows + start)
+            units.append(cols)
+            values.append(block[rows, cols])
+        image, unit, value = torch.cat(images), torch.cat(units), torch.cat(values)
+        fallback = (found > limit) | (found < k)
+        keep = ~fallback[unit]
+        image, unit, value = image[keep], unit[keep], value[keep]
+        order = torch.sort(value, descending=True, stable=True).indices
+        image, unit = image[order], unit[order]
+        order = torch.sort(unit, stable=True).indices
+        image = image[order]
+        per_unit = torch.where(fallback, 0, found)
+        first = torch.cumsum(per_unit, 0) - per_unit
+        place = torch.arange(k, device=self.device).unsqueeze(1)
+        top = torch.zeros((k, self.n_units), dtype=torch.int64, device=self.device)
+        good = (~fallback).nonzero().squeeze(1)
+        if good.numel():
+            top[:, good] = image[place + first[good].unsqueeze(0)]
+        bad = fallback.nonzero().squeeze(1)
+        if bad.numel():
+            top[:, bad] = ranked_top_indices(self.activations[:, bad], k)
+        return top

@@ -18,9 +18,8 @@ class TopClass(Measure):
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
         top = stats.top_class
         shared_peak = (stats.class_max == stats.unit_max.unsqueeze(0)).sum(0) > 1
-        ahead_of_intruders = stats.activations > stats.runner_up_max.unsqueeze(0)
-        in_top_class = stats.labels.codes.unsqueeze(1) == top.unsqueeze(0)
-        count = (ahead_of_intruders & in_top_class).sum(0)
+        # Every image above the best activation of all other classes is of the top class.
+        count = stats.count_above(stats.runner_up_max)
         count = torch.where(shared_peak, 0, count)
         share = count.double() / stats.labels.counts[top].double()
         if stats.n_classes < 2:

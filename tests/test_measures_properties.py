@@ -14,10 +14,7 @@ from hypothesis import strategies as st
 
 import selectivity_eval as se
 
-try:
-    from reference_measures import CLASS_COLUMNS, COLUMNS, COUNT_COLUMNS, FLAG_COLUMNS, reference_columns
-except ImportError:  # tests/ collected as a package
-    from tests.reference_measures import CLASS_COLUMNS, COLUMNS, COUNT_COLUMNS, FLAG_COLUMNS, reference_columns
+from .reference_measures import CLASS_COLUMNS, COLUMNS, COUNT_COLUMNS, FLAG_COLUMNS, reference_columns
 
 EXACT_COLUMNS = CLASS_COLUMNS + FLAG_COLUMNS + COUNT_COLUMNS
 LABEL_POOL = [-4, 0, 1, 3, 7, 42]

@@ -15,17 +15,7 @@ import torch
 
 import selectivity_eval as se
 
-try:
-    from reference_measures import (
-        CLASS_COLUMNS,
-        COLUMNS,
-        COUNT_COLUMNS,
-        FLAG_COLUMNS,
-        VALUE_COLUMNS,
-        reference_columns,
-    )
-except ImportError:  # tests/ collected as a package
-    from tests.reference_measures import (
+from .reference_measures import (
         CLASS_COLUMNS,
         COLUMNS,
         COUNT_COLUMNS,
