@@ -119,6 +119,7 @@ class LayerStats:
         self.activations = activations
         self.labels = labels
         self._topk: dict[int, torch.Tensor] = {}
+        self._candidates: dict[int, Candidates] = {}
         self._row_block = max(1, ROW_BLOCK_BYTES // max(1, activations.shape[1] * activations.element_size()))
 
     @property
@@ -137,11 +138,12 @@ class LayerStats:
     def device(self) -> torch.device:
         return self.activations.device
 
-    def row_blocks(self):
-        """(start, contiguous block of rows, their class codes), in image order."""
+    def row_blocks(self, contiguous: bool = True):
+        """(start, block of rows, their class codes), in image order; blocks copied contiguous on request."""
         for start in range(0, self.n_images, self._row_block):
             stop = start + self._row_block
-            yield start, self.activations[start:stop].contiguous(), self.labels.codes[start:stop]
+            block = self.activations[start:stop]
+            yield start, block.contiguous() if contiguous else block, self.labels.codes[start:stop]
 
     @cached_property
     def _class_extremes_and_sums(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -210,10 +212,26 @@ class LayerStats:
         return torch.topk(self.class_max, 2, dim=0).values[1]
 
     def count_above(self, thresholds: torch.Tensor) -> torch.Tensor:
-        """(units,) int64: how many images of each unit are strictly above that unit's threshold."""
+        """(units,) int64: how many images of each unit are strictly above that unit's threshold.
+
+        Reuses the candidates of an earlier ``top_indices`` call for every unit whose candidate
+        bound lies at or below its threshold, and reads only the other units' activations.
+        """
         counts = torch.zeros(self.n_units, dtype=torch.int64, device=self.device)
-        for _, block, _ in self.row_blocks():
-            counts += (block > thresholds).sum(0)
+        pending = torch.ones(self.n_units, dtype=torch.bool, device=self.device)
+        for found in self._candidates.values():
+            covered = ~found.fallback & (found.bound <= thresholds) & pending
+            if covered.any():
+                above = covered[found.unit] & (found.value > thresholds[found.unit])
+                counts += torch.bincount(found.unit[above], minlength=self.n_units)
+                pending &= ~covered
+        rest = pending.nonzero().squeeze(1)
+        if rest.numel() == self.n_units:
+            for _, block, _ in self.row_blocks(contiguous=False):
+                counts += (block > thresholds).sum(0)
+        elif rest.numel():
+            values = self.activations[:, rest]
+            counts[rest] = (values > thresholds[rest]).sum(0)
         return counts
 
     def top_indices(self, k: int) -> torch.Tensor:
@@ -223,44 +241,62 @@ class LayerStats:
         return self._topk[k]
 
     def _top_indices(self, k: int) -> torch.Tensor:
-        """Exact top-k without sorting or top-k over every image.
+        if self.n_classes < k:
+            return ranked_top_indices(self.activations, k)
+        found = self._gather_candidates(k)
+        self._candidates[k] = found
+        per_unit = torch.where(found.fallback, 0, found.count)
+        first = torch.cumsum(per_unit, 0) - per_unit
+        place = torch.arange(k, device=self.device).unsqueeze(1)
+        top = torch.zeros((k, self.n_units), dtype=torch.int64, device=self.device)
+        good = (~found.fallback).nonzero().squeeze(1)
+        if good.numel():
+            top[:, good] = found.image[place + first[good].unsqueeze(0)]
+        bad = found.fallback.nonzero().squeeze(1)
+        if bad.numel():
+            top[:, bad] = ranked_top_indices(self.activations[:, bad], k)
+        return top
+
+    def _gather_candidates(self, k: int) -> Candidates:
+        """Exact top-k without a sort or a top-k over every image.
 
         The k-th highest class maximum is at most the k-th highest activation, so every image of
         the top k lies at or above it; typically only a few more than k do. Those candidates are
-        gathered in one pass and ranked. Units where that bound is loose (many ties at it, as in a
-        mostly-zero ReLU unit) or undefined (fewer classes than k, non-finite values) fall back to
-        ``ranked_top_indices`` on just those units.
+        gathered in one pass and ranked by (unit, activation descending, image). Units where that
+        bound is loose (many ties at it, as in a mostly-zero ReLU unit) or undefined (non-finite
+        values) are marked ``fallback`` for ``ranked_top_indices`` on just those units.
         """
-        if self.n_classes < k:
-            return ranked_top_indices(self.activations, k)
         bound = torch.topk(self.class_max, k, dim=0).values[-1]
         limit = CANDIDATES_PER_SLOT * k
-        found = torch.zeros(self.n_units, dtype=torch.int64, device=self.device)
+        count = torch.zeros(self.n_units, dtype=torch.int64, device=self.device)
         images, units, values = [], [], []
-        for start, block, _ in self.row_blocks():
+        for start, block, _ in self.row_blocks(contiguous=False):
             at_or_above = block >= bound
-            at_or_above[:, found > limit] = False
+            over = count > limit
+            if over.any():
+                at_or_above[:, over] = False
             rows, cols = _nonzero_sparse(at_or_above)
-            found += torch.bincount(cols, minlength=self.n_units)
+            count += torch.bincount(cols, minlength=self.n_units)
             images.append(rows + start)
             units.append(cols)
             values.append(block[rows, cols])
         image, unit, value = torch.cat(images), torch.cat(units), torch.cat(values)
-        fallback = (found > limit) | (found < k)
+        fallback = (count > limit) | (count < k)
         keep = ~fallback[unit]
         image, unit, value = image[keep], unit[keep], value[keep]
         order = torch.sort(value, descending=True, stable=True).indices
-        image, unit = image[order], unit[order]
+        image, unit, value = image[order], unit[order], value[order]
         order = torch.sort(unit, stable=True).indices
-        image = image[order]
-        per_unit = torch.where(fallback, 0, found)
-        first = torch.cumsum(per_unit, 0) - per_unit
-        place = torch.arange(k, device=self.device).unsqueeze(1)
-        top = torch.zeros((k, self.n_units), dtype=torch.int64, device=self.device)
-        good = (~fallback).nonzero().squeeze(1)
-        if good.numel():
-            top[:, good] = image[place + first[good].unsqueeze(0)]
-        bad = fallback.nonzero().squeeze(1)
-        if bad.numel():
-            top[:, bad] = ranked_top_indices(self.activations[:, bad], k)
-        return top
+        return Candidates(bound, image[order], unit[order], value[order], count, fallback)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Images at or above a per-unit bound, sorted by unit, then activation (high first), then image."""
+
+    bound: torch.Tensor
+    image: torch.Tensor
+    unit: torch.Tensor
+    value: torch.Tensor
+    count: torch.Tensor
+    fallback: torch.Tensor
