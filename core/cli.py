@@ -160,15 +160,17 @@ def validate(
     """Check a spec, its plugins' parameters and its layer names, without running anything heavy."""
     from selectivity_eval.core.extract import resolve_layers
     from selectivity_eval.core.plugins import get_registry
-    from selectivity_eval.core.run import load_model
+    from selectivity_eval.core.run import load_model, resolve_device
     from selectivity_eval.core.spec_loader import load_spec
 
     with reported_errors(debug):
         registry = get_registry()
         checked = load_spec(spec, registry)
+        resolve_device(checked.device)
         resolve_layers(load_model(checked, registry), checked.layers)
+        layers, measures = len(checked.layers), len(checked.measures or [])
         stdout.print(
-            f"{spec}: valid ({len(checked.layers)} layers, {len(checked.measures or [])} measures).",
+            f"{spec}: valid ({layers} layer{'s' * (layers != 1)}, {measures} measure{'s' * (measures != 1)}).",
             highlight=False,
         )
 
@@ -207,9 +209,9 @@ def plugins(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the run spec."""
-    from selectivity_eval.schemas.spec import RunSpec
+    from selectivity_eval.schemas.spec import run_spec_json_schema
 
-    stdout.out(json.dumps(RunSpec.model_json_schema(), indent=2))
+    stdout.out(json.dumps(run_spec_json_schema(), indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

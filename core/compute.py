@@ -104,6 +104,7 @@ def compute_layer(
     """
     if matrix.shape[0] != labels.n_images:
         raise ValueError(f"activations have {matrix.shape[0]} images (rows) but there are {labels.n_images} labels")
+    check_distinct_columns(measures)
     pieces: dict[str, list[np.ndarray]] = {}
     finite: list[np.ndarray] = []
     chunks = unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size)
@@ -140,6 +141,19 @@ def compute_layer(
         for column, kind in kinds.items():
             results[column] = _blank_invalid(results[column], invalid, kind)
     return results
+
+
+def check_distinct_columns(measures: Sequence[tuple[Measure, str]]) -> None:
+    """Two measures writing one column name would overwrite each other: refuse, naming both."""
+    owner: dict[str, str] = {}
+    for measure, label in measures:
+        for column in measure.output_columns(label):
+            if column in owner:
+                raise ValueError(
+                    f"measures {owner[column]!r} and {label!r} both produce the column {column!r}; "
+                    "give one of them a different `label`"
+                )
+            owner[column] = label
 
 
 def _blank_invalid(values: np.ndarray, invalid: np.ndarray, kind: Column) -> np.ndarray:

@@ -39,10 +39,17 @@ class Measure(Plugin):
         raise NotImplementedError
 
     def output_columns(self, label: str | None = None) -> dict[str, Column]:
-        """Column names as they appear in results; ``label`` replaces the measure's name in each."""
+        """Column names as they appear in results.
+
+        ``label`` replaces the measure's name inside each column name (``precision_class`` ->
+        ``precision60_class``); a column that does not contain the name gets ``label_`` in front.
+        """
         if not label or label == self.name:
             return dict(self.columns)
-        return {column.replace(self.name, label): kind for column, kind in self.columns.items()}
+        return {
+            column.replace(self.name, label) if self.name in column else f"{label}_{column}": kind
+            for column, kind in self.columns.items()
+        }
 
     def __call__(self, activations, labels, **kwargs):
         """Compute this measure alone; see ``selectivity_eval.compute_measures``."""

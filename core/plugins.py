@@ -154,6 +154,11 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
 def register_plugin(plugin: Any, name: str | None = None, distribution: str = "(runtime)", version: str = "") -> str:
     """Register a plugin object (a module or any object with hook implementations) at run time."""
     manager = get_plugin_manager()
+    if manager.is_registered(plugin) or (name is not None and manager.has_plugin(name)):
+        raise SelectivityEvalError(
+            f"Plugin {name or plugin!r} is already registered (perhaps autoloaded from its entry point; "
+            f"set {LOAD_PLUGINS_ENV}='' to test it in isolation)."
+        )
     registered = manager.register(plugin, name=name)
     if registered is None:
         raise SelectivityEvalError(f"Plugin {name or plugin!r} is already registered or blocked.")

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from selectivity_eval.core.compute import check_distinct_columns
 from selectivity_eval.core.errors import SpecError, SpecProblem, UserInputError
 from selectivity_eval.core.plugins import Registry, get_registry
 from selectivity_eval.schemas.spec import AMSpec, MeasureRef, PluginRef, RunSpec
@@ -100,7 +101,12 @@ def validate_spec(
         raise SpecError(_deduplicated(problems), source)
     if resolved.get("measures") is None:
         resolved["measures"] = [{"name": name} for name in registry.names("measure")]
-    return RunSpec.model_validate(resolved)
+    spec = RunSpec.model_validate(resolved)
+    try:
+        check_distinct_columns([(registry.get("measure", m.name)(m.params()), m.column_label) for m in spec.measures])
+    except ValueError as error:
+        raise SpecError([SpecProblem("measures", str(error), line_of(node, ("measures",)))], source) from None
+    return spec
 
 
 PLUGIN_FIELDS = (
@@ -137,7 +143,7 @@ def _problems(error: ValidationError, prefix: tuple, node: yaml.Node | None) -> 
     problems = []
     for detail in error.errors(include_url=False):
         location = (*prefix, *detail["loc"])
-        message = detail["msg"]
+        message = detail["msg"].removeprefix("Value error, ")
         if detail["type"] == "extra_forbidden":
             message = "unknown key (a typo?)"
         elif detail["type"] == "missing":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def _name_to_mapping(value: Any, key: str) -> Any:
@@ -77,7 +77,7 @@ class AMSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    method: str = Field("gradient-ascent", description="Name of a registered AM method plugin.")
+    method: str = Field(description="Name of a registered AM method plugin.")
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -92,7 +92,7 @@ class RunSpec(BaseModel):
     dataset: PluginRef
     layers: list[LayerSpec] = Field(min_length=1)
     measures: list[MeasureRef] | None = Field(
-        None, description="Measures to compute; omitted means every registered measure."
+        None, min_length=1, description="Measures to compute; omitted means every registered measure."
     )
     am: AMSpec | None = None
     output: Path = Field(Path("runs/selectivity"), description="Directory the run writes its results to.")
@@ -100,17 +100,40 @@ class RunSpec(BaseModel):
     batch_size: int = Field(256, ge=1)
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> RunSpec:
-        _require_unique([layer.name for layer in self.layers], "layers", "layer")
-        if self.measures is not None:
-            _require_unique([m.column_label for m in self.measures], "measures", "measure (give one a `label`)")
-        return self
+    @field_validator("layers")
+    @classmethod
+    def _unique_layers(cls, layers: list[LayerSpec]) -> list[LayerSpec]:
+        _require_unique([layer.name for layer in layers], "the layer")
+        return layers
+
+    @field_validator("measures")
+    @classmethod
+    def _unique_measures(cls, measures: list[MeasureRef] | None) -> list[MeasureRef] | None:
+        if measures is not None:
+            _require_unique([m.column_label for m in measures], "the measure (give one a `label`)")
+        return measures
 
 
-def _require_unique(names: list[str], field: str, what: str) -> None:
+def _require_unique(names: list[str], what: str) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise ValueError(f"{field} names the {what} {name!r} twice")
+            raise ValueError(f"names {what} {name!r} twice")
         seen.add(name)
+
+
+def _allow_string_shorthand(node: Any) -> Any:
+    """Where the schema refers to a model that also accepts a bare name, allow a string there too."""
+    shorthand = {f"#/$defs/{name}" for name in ("PluginRef", "LayerSpec", "MeasureRef")}
+    if isinstance(node, dict):
+        if node.get("$ref") in shorthand and len(node) == 1:
+            return {"anyOf": [node, {"type": "string"}]}
+        return {key: _allow_string_shorthand(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_allow_string_shorthand(item) for item in node]
+    return node
+
+
+def run_spec_json_schema() -> dict[str, Any]:
+    """JSON Schema of ``RunSpec``, including the shorthands (``model: digits-cnn``, ``layers: [fc2]``)."""
+    return _allow_string_shorthand(RunSpec.model_json_schema())

@@ -60,8 +60,8 @@ def test_digits_summary_and_run_record(digits_run):
     record = json.loads((out / "run.json").read_text())
     assert record["seed"] == 0 and record["device"] == "cpu" and record["status"] == "ok"
     assert {"torch", "numpy", "python"} <= set(record["versions"])
-    assert record["model"]["plugin"] == "digits-cnn" and len(record["model"]["weights_sha256"]) == 64
-    assert record["dataset"]["n_images"] == 1797
+    assert record["model"]["plugin"] == "digits-cnn" and len(record["model"]["identity"]["weights_sha256"]) == 64
+    assert record["dataset"]["identity"]["n_images"] == 1797
     assert set(record["timings_s"]) >= {"load", "extract", "measures"}
     resolved = yaml.safe_load((out / "spec.resolved.yaml").read_text())
     assert resolved["measures"][2] == {"name": "ccmas", "others": "pooled", "eps": 0.0}
@@ -98,6 +98,8 @@ def test_validate_and_schema():
         schema["properties"]
     )
     assert schema["additionalProperties"] is False
+    assert {"type": "string"} in schema["properties"]["model"]["anyOf"]
+    assert {"type": "string"} in schema["properties"]["layers"]["items"]["anyOf"]
 
 
 BAD_SPECS = {
@@ -131,6 +133,12 @@ BAD_SPECS = {
     ),
     "not a mapping": ("- just\n- a list\n", ["YAML mapping"]),
     "broken YAML": ("model: {plugin: digits-cnn\n", ["not valid YAML"]),
+    "duplicate layer": (
+        "model: digits-cnn\ndataset: digits\nlayers: [fc2, fc1, fc2]\n",
+        ["layers (line 3): names the layer 'fc2' twice"],
+    ),
+    "no measures": ("model: digits-cnn\ndataset: digits\nlayers: [fc2]\nmeasures: []\n", ["measures"]),
+    "am without a method": ("model: digits-cnn\ndataset: digits\nlayers: [fc2]\nam: {steps: 3}\n", ["am.method"]),
     "two measures with one name": (
         "model: digits-cnn\ndataset: digits\nlayers: [fc2]\nmeasures: [precision, {name: precision, top_n: 60}]\n",
         ["measures", "twice", "label"],

@@ -213,3 +213,27 @@ def test_spec_yaml_round_trips_through_spec_resolved(tmp_path):
     resolved = tmp_path / "resolved.yaml"
     resolved.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
     assert load_spec(resolved) == spec
+
+
+def test_columns_that_would_collide_are_refused_before_work(write_spec, tmp_path):
+    with se.plugin_registered(thirdparty_plugin, name="thirdparty"):
+        spec = write_spec(
+            {
+                "model": "tiny-mlp",
+                "dataset": "blobs",
+                "layers": ["h"],
+                "measures": ["max-minus-mean", {"name": "max-minus-mean", "label": "max"}],
+            }
+        )
+        ok = CliRunner().invoke(app, [str(spec), "-q"])
+        assert ok.exit_code == 0, ok.output
+        assert (tmp_path / "run" / "units.csv").read_text().splitlines()[0] == "layer,unit,max_minus_mean,max_max_minus_mean"
+        with pytest.raises(ValueError, match="both produce the column 'max_minus_mean'"):
+            se.compute_measures(np.ones((4, 2)), [0, 0, 1, 1], measures=[thirdparty_plugin.MaxMinusMean()] * 2)
+
+
+def test_registering_a_registered_plugin_is_a_clear_error():
+    with se.plugin_registered(thirdparty_plugin, name="thirdparty"):
+        with pytest.raises(se.SelectivityEvalError, match="already registered"):
+            with se.plugin_registered(thirdparty_plugin, name="again"):
+                pass
