@@ -16,14 +16,18 @@ from selectivity_eval._version import __version__
 from selectivity_eval.core.am import AMContext
 from selectivity_eval.core.compute import as_activation_tensor, compute_layer
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.extract import extract_activations, resolve_layers
+from selectivity_eval.core.extract import Extraction, ResolvedLayer, extract_activations, resolve_layers
 from selectivity_eval.core.measure import Column, Measure
 from selectivity_eval.core.outputs import summarise_layer, write_json, write_resolved_spec, write_units_csv
 from selectivity_eval.core.plugins import Registry, get_registry
 from selectivity_eval.core.progress import Reporter
-from selectivity_eval.core.sources import LoadedModel
+from selectivity_eval.core.sources import LoadedDataset, LoadedModel
+from selectivity_eval.core.store import ActivationStore, content_key
 from selectivity_eval.core.stats import Labels
 from selectivity_eval.schemas.spec import RunSpec
+
+
+NOT_CONTENT_PARAMS = frozenset({"workers", "on_unreadable", "correct_only"})
 
 
 @dataclass
@@ -80,10 +84,22 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
     write_resolved_spec(output_dir / "spec.resolved.yaml", spec)
 
     started = time.perf_counter()
+    keys = {layer.label: layer_key(spec, model, data, layer) for layer in layers}
     with reporter.live():
-        activations = extract_activations(
-            model, data, layers, batch_size=spec.batch_size, device=device, reporter=reporter
+        extraction = extract_activations(
+            model,
+            data,
+            layers,
+            batch_size=spec.batch_size,
+            device=device,
+            reporter=reporter,
+            store=ActivationStore(output_dir / "activations"),
+            keys=keys,
         )
+    measured = measured_images(extraction, data)
+    activations = {
+        label: values if measured.all() else values[measured] for label, values in extraction.activations.items()
+    }
     timings["extract"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -91,7 +107,7 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
         (registry.get("measure", ref.name)(ref.params()), ref.column_label) for ref in spec.measures or []
     ]
     plugin_of = {ref.column_label: registry.entry("measure", ref.name).origin.plugin for ref in spec.measures or []}
-    labels = Labels.from_array(data.labels, device)
+    labels = Labels.from_array(data.labels[measured], device)
     results: dict[str, dict[str, np.ndarray]] = {}
     failures: list[MeasureFailureRecord] = []
     with reporter.live():
@@ -130,8 +146,46 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
         timings["am"] = time.perf_counter() - started
 
     result = RunResult(output_dir, results, summary, failures, timings)
-    write_json(output_dir / "run.json", run_record(spec, model, data.identity, device, result, registry))
+    record = run_record(spec, model, data.identity, device, result, registry)
+    record["images"] = {
+        "in_data_set": len(data),
+        "measured": int(measured.sum()),
+        "unreadable_skipped": len(extraction.unreadable),
+        "unreadable": extraction.unreadable[:100],
+        "dropped_incorrect": int((extraction.readable & ~measured).sum()),
+    }
+    record["activation_cache"] = extraction.cache
+    write_json(output_dir / "run.json", record)
     return result
+
+
+def layer_key(spec: RunSpec, model: LoadedModel, data: LoadedDataset, layer: ResolvedLayer) -> str:
+    """What determines a layer's activations: weights, preprocessing, data listing, layer settings."""
+    dataset_params = {k: v for k, v in spec.dataset.params().items() if k not in NOT_CONTENT_PARAMS}
+    return content_key(
+        {
+            "model": {"plugin": spec.model.plugin, "params": spec.model.params(), "identity": model.identity},
+            "preprocessing": repr(model.transform),
+            "dataset": {"plugin": spec.dataset.plugin, "params": dataset_params, "identity": data.identity},
+            "layer": {"module": layer.module_name, "pool": layer.pool, "relu": layer.relu},
+        }
+    )
+
+
+def measured_images(extraction: Extraction, data: LoadedDataset) -> np.ndarray:
+    """Readable images, and with ``correct_only`` only those the network classifies correctly."""
+    measured = extraction.readable.copy()
+    if data.correct_only:
+        if (extraction.predicted[measured] < 0).any():
+            raise UserInputError(
+                "correct_only needs a model whose output is class scores (batch x classes); this model's is not."
+            )
+        as_model_class = data.model_class_of_label if data.model_class_of_label is not None else None
+        targets = data.labels if as_model_class is None else as_model_class[data.labels]
+        measured &= extraction.predicted == targets
+    if not measured.any():
+        raise UserInputError("No image is left to measure (all unreadable, or none classified correctly).")
+    return measured
 
 
 def column_kinds(measures: list[tuple[Measure, str]]) -> dict[str, Column]:

@@ -19,7 +19,10 @@ class LoadedModel:
 
     ``aliases`` maps friendly layer names (``fc2``) to dotted ``named_modules()`` names;
     ``transform`` turns one raw data set item into the network's input tensor (None: items already are);
-    ``identity`` says exactly which weights these are (e.g. a sha256), for run.json and caching.
+    ``identity`` says exactly which weights these are (e.g. a sha256), for run.json and caching;
+    ``example_input`` is an optional batch (usually of one) of the network's input, e.g. zeros of
+    shape (1, 3, 224, 224): one forward pass of it gives every module's output size
+    (``selectivity-eval layers``).
     """
 
     module: torch.nn.Module
@@ -27,6 +30,7 @@ class LoadedModel:
     transform: Callable[[Any], torch.Tensor] | None = None
     class_names: list[str] | None = None
     identity: dict[str, Any] = field(default_factory=dict)
+    example_input: torch.Tensor | None = None
 
     def resolve_layer(self, name: str) -> str | None:
         """The dotted module name for a layer name or alias; None when the model has no such layer."""
@@ -49,12 +53,26 @@ class ModelSource(Plugin):
 
 @dataclass
 class LoadedDataset:
-    """Images with class labels: ``dataset[i]`` is ``(input, label)``; ``labels`` holds them all up front."""
+    """Images with class labels: ``dataset[i]`` is ``(input, label)``; ``labels`` holds them all up front.
+
+    An item that cannot be read is ``(None, label)``; ``on_unreadable`` says whether the engine
+    skips it (``"skip"``, counted in run.json) or stops naming ``describe(i)`` (``"fail"``).
+    ``correct_only`` keeps only images whose top-1 prediction is their class, with
+    ``model_class_of_label[label]`` the model output index of a label (identity when None).
+    """
 
     dataset: Dataset
     labels: np.ndarray
     class_names: list[str]
     identity: dict[str, Any] = field(default_factory=dict)
+    describe: Callable[[int], str] | None = None
+    num_workers: int = 0
+    on_unreadable: str = "fail"
+    correct_only: bool = False
+    model_class_of_label: np.ndarray | None = None
+
+    def name_of(self, index: int) -> str:
+        return self.describe(index) if self.describe is not None else f"item {index}"
 
     def __len__(self) -> int:
         return len(self.labels)

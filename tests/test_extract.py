@@ -39,7 +39,7 @@ def _extract(model, layers, inputs, batch_size=3):
     data = LoadedDataset(TensorDataset(inputs, torch.from_numpy(labels)), labels, ["a", "b"])
     return extract_activations(
         model, data, resolve_layers(model, layers), batch_size=batch_size, device=torch.device("cpu")
-    )
+    ).activations
 
 
 def test_in_place_relu_after_the_hooked_module_does_not_alter_the_captured_values():
