@@ -26,6 +26,7 @@ import selectivity_eval as se  # noqa: E402
 from numpy_reference import per_unit_class_loop, per_unit_vectorised  # noqa: E402
 
 PAGE = 4096
+FOUR = ["localist", "precision", "ccmas", "topclass"]
 
 
 def resident_bytes() -> int:
@@ -105,7 +106,8 @@ def main() -> None:
 
     before = resident_bytes()
     with PeakMemory() as memory:
-        ours, t_ours = timed(se.compute_measures, matrix, labels, device=args.device)
+        ours, t_ours = timed(se.compute_measures, matrix, labels, FOUR, device=args.device)
+    _, t_detection = timed(se.compute_measures, matrix, labels, ["detection"], device=args.device)
     _, t_colsum_numpy = timed(matrix.sum, axis=0)
     _, t_colsum_torch = timed(torch.from_numpy(matrix).sum, 0)
     t_colsum = min(t_colsum_numpy, t_colsum_torch)
@@ -136,6 +138,7 @@ def main() -> None:
         f"(the measures' own working memory: {(memory.peak - before) / 2**20:,.0f} MiB)"
     )
     print(f"reference agreement on the sampled units: {mismatches} mismatching cells")
+    print(f"detection (auroc, max_informedness, ...):     {t_detection:8.3f} s = {t_detection / t_ours:.1f}x the four measures")
 
 
 if __name__ == "__main__":

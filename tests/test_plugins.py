@@ -38,7 +38,7 @@ def test_every_hook_is_exercised_by_the_test_plugin():
 
 def test_builtins_register_through_the_hooks():
     registry = get_registry()
-    assert registry.names("measure") == ["ccmas", "localist", "precision", "topclass"]
+    assert registry.names("measure") == ["ccmas", "detection", "localist", "precision", "topclass"]
     assert registry.names("model") == ["digits-cnn"]
     assert registry.names("dataset") == ["digits"]
     entry = registry.entry("measure", "precision")
