@@ -34,8 +34,14 @@ BUILTIN_MODULES = (
     "selectivity_eval.plugins.precision",
     "selectivity_eval.plugins.ccmas",
     "selectivity_eval.plugins.topclass",
+    "selectivity_eval.plugins.detection",
     "selectivity_eval.plugins.digits",
+    "selectivity_eval.plugins.imagefolder",
+    "selectivity_eval.plugins.imagenet_val",
     "selectivity_eval.plugins.digits_cnn",
+    "selectivity_eval.plugins.rnn_localist",
+    "selectivity_eval.plugins.torchvision_models",
+    "selectivity_eval.plugins.gradient_ascent",
 )
 
 KINDS: dict[str, tuple[str, type[Plugin]]] = {

@@ -14,28 +14,22 @@ import torch
 
 from selectivity_eval._version import __version__
 from selectivity_eval.core.am import AMContext
-from selectivity_eval.core.compute import as_activation_tensor, compute_layer
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.extract import Extraction, ResolvedLayer, extract_activations, resolve_layers
+from selectivity_eval.core.extract import resolve_layers
 from selectivity_eval.core.measure import Column, Measure
 from selectivity_eval.core.outputs import summarise_layer, write_json, write_resolved_spec, write_units_csv
 from selectivity_eval.core.plugins import Registry, get_registry
 from selectivity_eval.core.progress import Reporter
-from selectivity_eval.core.sources import LoadedDataset, LoadedModel
-from selectivity_eval.core.store import ActivationStore, content_key
+from selectivity_eval.core.run_steps import (
+    MeasureFailureRecord,
+    extract_step,
+    measure_step,
+    measured_images,
+    rows,
+)
+from selectivity_eval.core.sources import LoadedModel
 from selectivity_eval.core.stats import Labels
 from selectivity_eval.schemas.spec import RunSpec
-
-
-NOT_CONTENT_PARAMS = frozenset({"workers", "on_unreadable", "correct_only"})
-
-
-@dataclass
-class MeasureFailureRecord:
-    measure: str
-    plugin: str
-    layer: str
-    error: str
 
 
 @dataclass
@@ -76,6 +70,9 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
     started = time.perf_counter()
     model = load_model(spec, registry)
     layers = resolve_layers(model, spec.layers)
+    am_method = registry.get("am", spec.am.method)(spec.am.params()) if spec.am is not None else None
+    if am_method is not None:
+        am_method.validate(model, layers)  # unknown layers, units out of range: before any extraction
     dataset_source = registry.get("dataset", spec.dataset.plugin)(spec.dataset.params())
     data = dataset_source.load(seed=spec.seed, transform=model.transform)
     timings["load"] = time.perf_counter() - started
@@ -84,22 +81,9 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
     write_resolved_spec(output_dir / "spec.resolved.yaml", spec)
 
     started = time.perf_counter()
-    keys = {layer.label: layer_key(spec, model, data, layer) for layer in layers}
-    with reporter.live():
-        extraction = extract_activations(
-            model,
-            data,
-            layers,
-            batch_size=spec.batch_size,
-            device=device,
-            reporter=reporter,
-            store=ActivationStore(output_dir / "activations"),
-            keys=keys,
-        )
+    extraction = extract_step(spec, model, data, layers, device, reporter, output_dir)
     measured = measured_images(extraction, data)
-    activations = {
-        label: values if measured.all() else values[measured] for label, values in extraction.activations.items()
-    }
+    activations = {label: rows(values, measured) for label, values in extraction.activations.items()}
     timings["extract"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -108,31 +92,34 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
     ]
     plugin_of = {ref.column_label: registry.entry("measure", ref.name).origin.plugin for ref in spec.measures or []}
     labels = Labels.from_array(data.labels[measured], device)
-    results: dict[str, dict[str, np.ndarray]] = {}
-    failures: list[MeasureFailureRecord] = []
-    with reporter.live():
-        steps = reporter.steps("Computing measures", len(layers))
-        for layer in layers:
-            errors: dict[str, BaseException] = {}
-            matrix = as_activation_tensor(activations[layer.label], device)
-            results[layer.label] = compute_layer(matrix, labels, measures, failures=errors, layer=layer.label)
-            failures.extend(
-                MeasureFailureRecord(label, plugin_of[label], layer.label, f"{type(e).__name__}: {e}")
-                for label, e in errors.items()
-            )
-            steps.advance()
+    trained = measure_step(spec, activations, labels, measures, plugin_of, device, reporter)
+    results, failures = trained.results, trained.failures
     timings["measures"] = time.perf_counter() - started
 
     kinds = column_kinds(measures)
-    summary = {layer: summarise_layer(columns, kinds) for layer, columns in results.items()}
-    for layer, matrix in activations.items():
-        summary[layer]["signed_activations"] = bool((matrix < 0).any())
+    summary = summarise(results, kinds, activations, trained.chance)
+    if spec.untrained_baseline:
+        started = time.perf_counter()
+        untrained_model = model.untrained(spec.seed)
+        untrained_extraction = extract_step(spec, untrained_model, data, layers, device, reporter, output_dir)
+        untrained_activations = {
+            label: rows(values, measured) for label, values in untrained_extraction.activations.items()
+        }
+        untrained = measure_step(
+            spec, untrained_activations, labels, measures, plugin_of, device, reporter, "Measuring untrained network"
+        )
+        failures += untrained.failures
+        (output_dir / "untrained").mkdir(exist_ok=True)
+        write_units_csv(output_dir / "untrained" / "units.csv", untrained.results)
+        untrained_summary = summarise(untrained.results, kinds, untrained_activations, untrained.chance)
+        for layer in summary:
+            summary[layer]["untrained"] = untrained_summary[layer]
+        timings["untrained_baseline"] = time.perf_counter() - started
     write_units_csv(output_dir / "units.csv", results)
     write_json(output_dir / "summary.json", summary)
 
     if spec.am is not None:
         started = time.perf_counter()
-        method = registry.get("am", spec.am.method)(spec.am.params())
         context = AMContext(
             model=model,
             layers={layer.label: layer.module_name for layer in layers},
@@ -141,8 +128,13 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
             output_dir=output_dir,
             device=device,
             seed=spec.seed,
+            data=data,
+            measured=measured,
+            layer_settings={layer.label: layer for layer in layers},
+            reporter=reporter,
         )
-        method.run(context)
+        with reporter.live():
+            am_method.run(context)
         timings["am"] = time.perf_counter() - started
 
     result = RunResult(output_dir, results, summary, failures, timings)
@@ -159,33 +151,13 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
     return result
 
 
-def layer_key(spec: RunSpec, model: LoadedModel, data: LoadedDataset, layer: ResolvedLayer) -> str:
-    """What determines a layer's activations: weights, preprocessing, data listing, layer settings."""
-    dataset_params = {k: v for k, v in spec.dataset.params().items() if k not in NOT_CONTENT_PARAMS}
-    return content_key(
-        {
-            "model": {"plugin": spec.model.plugin, "params": spec.model.params(), "identity": model.identity},
-            "preprocessing": repr(model.transform),
-            "dataset": {"plugin": spec.dataset.plugin, "params": dataset_params, "identity": data.identity},
-            "layer": {"module": layer.module_name, "pool": layer.pool, "relu": layer.relu},
-        }
-    )
-
-
-def measured_images(extraction: Extraction, data: LoadedDataset) -> np.ndarray:
-    """Readable images, and with ``correct_only`` only those the network classifies correctly."""
-    measured = extraction.readable.copy()
-    if data.correct_only:
-        if (extraction.predicted[measured] < 0).any():
-            raise UserInputError(
-                "correct_only needs a model whose output is class scores (batch x classes); this model's is not."
-            )
-        as_model_class = data.model_class_of_label if data.model_class_of_label is not None else None
-        targets = data.labels if as_model_class is None else as_model_class[data.labels]
-        measured &= extraction.predicted == targets
-    if not measured.any():
-        raise UserInputError("No image is left to measure (all unreadable, or none classified correctly).")
-    return measured
+def summarise(results, kinds, activations, chance) -> dict[str, Any]:
+    summary = {layer: summarise_layer(columns, kinds) for layer, columns in results.items()}
+    for layer, matrix in activations.items():
+        summary[layer]["signed_activations"] = bool((matrix < 0).any())
+        if layer in chance:
+            summary[layer]["chance"] = chance[layer]
+    return summary
 
 
 def column_kinds(measures: list[tuple[Measure, str]]) -> dict[str, Column]:

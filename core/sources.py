@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +32,20 @@ class LoadedModel:
     class_names: list[str] | None = None
     identity: dict[str, Any] = field(default_factory=dict)
     example_input: torch.Tensor | None = None
+
+    def untrained(self, seed: int) -> LoadedModel:
+        """The same architecture with its default random initialisation, seeded: a baseline.
+
+        Every submodule that can (convolutions, linear layers, normalisation, recurrent cells)
+        re-draws its parameters with its own ``reset_parameters``, in module order.
+        """
+        module = copy.deepcopy(self.module)
+        torch.manual_seed(seed)
+        for submodule in module.modules():
+            if hasattr(submodule, "reset_parameters"):
+                submodule.reset_parameters()
+        identity = {"untrained_of": self.identity, "init_seed": seed}
+        return replace(self, module=module.eval(), identity=identity)
 
     def resolve_layer(self, name: str) -> str | None:
         """The dotted module name for a layer name or alias; None when the model has no such layer."""

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from selectivity_eval.core.chance import value_columns
 from selectivity_eval.core.compute import check_distinct_columns
 from selectivity_eval.core.errors import SpecError, SpecProblem, UserInputError
 from selectivity_eval.core.plugins import Registry, get_registry
@@ -102,10 +103,25 @@ def validate_spec(
     if resolved.get("measures") is None:
         resolved["measures"] = [{"name": name} for name in registry.names("measure")]
     spec = RunSpec.model_validate(resolved)
+    measures = [(registry.get("measure", m.name)(m.params()), m.column_label) for m in spec.measures]
     try:
-        check_distinct_columns([(registry.get("measure", m.name)(m.params()), m.column_label) for m in spec.measures])
+        check_distinct_columns(measures)
     except ValueError as error:
         raise SpecError([SpecProblem("measures", str(error), line_of(node, ("measures",)))], source) from None
+    if spec.chance is not None and spec.chance.columns is not None:
+        testable = value_columns(measures)
+        for index, column in enumerate(spec.chance.columns):
+            if column not in testable:
+                where = ("chance", "columns", index)
+                problems.append(
+                    SpecProblem(
+                        format_location(where),
+                        f"{column!r} is not a value column of the measures; choose from {', '.join(testable)}",
+                        line_of(node, where),
+                    )
+                )
+        if problems:
+            raise SpecError(problems, source)
     return spec
 
 

@@ -48,6 +48,11 @@ class Labels:
     def to(self, device: torch.device | str) -> Labels:
         return Labels(self.codes.to(device), self.classes, self.counts.to(device))
 
+    def shuffled(self, generator: torch.Generator) -> Labels:
+        """The same labels assigned to the images in a random order (class sizes unchanged)."""
+        order = torch.randperm(self.n_images, generator=generator).to(self.codes.device)
+        return Labels(self.codes[order], self.classes, self.counts)
+
     def class_values(self, codes: torch.Tensor) -> np.ndarray:
         """Original label values for a tensor of class codes."""
         return self.classes[codes.detach().cpu().numpy()]
@@ -101,6 +106,9 @@ def _nonzero_sparse(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return flat // cols, flat % cols
 
 
+ClassStatistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 class LayerStats:
     """Lazily computed statistics of one chunk of units (images x units) under shared labels.
 
@@ -121,6 +129,24 @@ class LayerStats:
         self._topk: dict[int, torch.Tensor] = {}
         self._candidates: dict[int, Candidates] = {}
         self._row_block = max(1, ROW_BLOCK_BYTES // max(1, activations.shape[1] * activations.element_size()))
+
+    LABEL_FREE = ("unit_max", "unit_min", "finite_units", "total_sum")
+
+    def relabelled(self, labels: Labels, class_statistics: ClassStatistics | None = None) -> LayerStats:
+        """Statistics of the same activations under other labels, sharing what labels don't change.
+
+        The ranking (``top_indices``), each unit's extremes and its total are label-free, so chance
+        baselines computed on shuffled labels reuse them instead of recomputing them; the class
+        statistics of the new labels may be handed in, computed in a batch by ``class_statistics``.
+        """
+        other = LayerStats(self.activations, labels)
+        other._topk = self._topk
+        if class_statistics is not None:
+            other.__dict__["_class_extremes_and_sums"] = class_statistics
+        for name in self.LABEL_FREE:
+            if name in self.__dict__:
+                other.__dict__[name] = self.__dict__[name]
+        return other
 
     @property
     def n_images(self) -> int:
@@ -146,18 +172,34 @@ class LayerStats:
             yield start, block.contiguous() if contiguous else block, self.labels.codes[start:stop]
 
     @cached_property
-    def _class_extremes_and_sums(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _class_extremes_and_sums(self) -> ClassStatistics:
+        return self.class_statistics([self.labels.codes])[0]
+
+    def class_statistics(self, labellings: list[torch.Tensor]) -> list[ClassStatistics]:
+        """Each class's maximum, minimum and float64 sum under several labellings, in one pass.
+
+        Each block of rows is read once and scattered once per labelling while it is in cache,
+        which is what makes many label shufflings cheap.
+        """
         shape = (self.n_classes, self.n_units)
         dtype, device = self.activations.dtype, self.device
-        maxima = torch.full(shape, -torch.inf, dtype=dtype, device=device)
-        minima = torch.full(shape, torch.inf, dtype=dtype, device=device)
-        sums = torch.zeros(shape, dtype=torch.float64, device=device)
-        for _, block, codes in self.row_blocks():
-            index = codes.unsqueeze(1).expand(-1, self.n_units)
-            maxima.scatter_reduce_(0, index, block, "amax")
-            minima.scatter_reduce_(0, index, block, "amin")
-            sums.index_add_(0, codes, block.to(torch.float64))
-        return maxima, minima, sums
+        out = [
+            (
+                torch.full(shape, -torch.inf, dtype=dtype, device=device),
+                torch.full(shape, torch.inf, dtype=dtype, device=device),
+                torch.zeros(shape, dtype=torch.float64, device=device),
+            )
+            for _ in labellings
+        ]
+        for start, block, _ in self.row_blocks():
+            wide = block.to(torch.float64)
+            for codes, (maxima, minima, sums) in zip(labellings, out):
+                rows = codes[start : start + len(block)]
+                index = rows.unsqueeze(1).expand(-1, self.n_units)
+                maxima.scatter_reduce_(0, index, block, "amax")
+                minima.scatter_reduce_(0, index, block, "amin")
+                sums.index_add_(0, rows, wide)
+        return out
 
     @property
     def class_max(self) -> torch.Tensor:
@@ -214,11 +256,18 @@ class LayerStats:
     def count_above(self, thresholds: torch.Tensor) -> torch.Tensor:
         """(units,) int64: how many images of each unit are strictly above that unit's threshold.
 
-        Reuses the candidates of an earlier ``top_indices`` call for every unit whose candidate
-        bound lies at or below its threshold, and reads only the other units' activations.
+        Where an earlier ``top_indices`` call's k-th value, or its candidate bound, lies at or below a
+        unit's threshold, every image above the threshold is among those already found; only the
+        other units' activations are read again.
         """
         counts = torch.zeros(self.n_units, dtype=torch.int64, device=self.device)
         pending = torch.ones(self.n_units, dtype=torch.bool, device=self.device)
+        for top in self._topk.values():
+            top_values = self.activations.gather(0, top)
+            covered = pending & (top_values[-1] <= thresholds)
+            if covered.any():
+                counts += torch.where(covered, (top_values > thresholds).sum(0), 0)
+                pending &= ~covered
         for found in self._candidates.values():
             covered = ~found.fallback & (found.bound <= thresholds) & pending
             if covered.any():

@@ -72,12 +72,16 @@ class Detection(Measure):
         auroc = torch.where(real, neg_below + 0.5 * neg_equal, 0.0).sum(1) / (n_pos * n_neg)
 
         # Threshold at each positive value v: hits are positives >= v, false alarms negatives >= v.
-        hits = (n_pos.unsqueeze(1) - below_pos) / n_pos.unsqueeze(1)
-        alarms = (n_neg.unsqueeze(1) - neg_below) / n_neg.unsqueeze(1)
-        informedness = torch.where(real, hits - alarms, -torch.inf)
+        # Informedness compared as the exact integer numerator hits*n_neg - alarms*n_pos.
+        pos_at_or_above = n_pos.unsqueeze(1) - below_pos
+        neg_at_or_above = n_neg.unsqueeze(1) - neg_below
+        numerator = pos_at_or_above * n_neg.unsqueeze(1) - neg_at_or_above * n_pos.unsqueeze(1)
+        numerator = torch.where(real, numerator, -torch.inf)
         # The highest threshold among equally good ones: the fewest false alarms for that informedness.
-        best = informedness.shape[1] - 1 - torch.argmax(informedness.flip(1), dim=1, keepdim=True)
-        best_value = informedness.gather(1, best).squeeze(1)
+        best = numerator.shape[1] - 1 - torch.argmax(numerator.flip(1), dim=1, keepdim=True)
+        best_value = numerator.gather(1, best).squeeze(1) / (n_pos * n_neg)
+        hits = pos_at_or_above / n_pos.unsqueeze(1)
+        alarms = neg_at_or_above / n_neg.unsqueeze(1)
         above_chance = best_value > 0
         nan = torch.full_like(auroc, torch.nan)
         has_both = (n_pos > 0) & (n_neg > 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from torch import nn
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.hookspecs import hookimpl
 from selectivity_eval.core.sources import LoadedModel, ModelSource
+from selectivity_eval.core.weights import file_sha256, load_state_dict
 from selectivity_eval.schemas.params import PluginParams
 
 ALIASES = {"conv1": "features.0", "conv2": "features.2", "fc1": "classifier.1", "fc2": "classifier.3"}
@@ -48,25 +48,6 @@ def builtin_weights_path() -> Path:
     return Path(str(resources.files("selectivity_eval.plugins").joinpath(BUILTIN_WEIGHTS)))
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a checkpoint file, loaded without executing any pickled code."""
-    if not path.is_file():
-        raise UserInputError(f"Weights file {str(path)!r} (model.weights) does not exist.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserInputError(f"Weights file {str(path)!r} could not be loaded as a state dict: {error}") from None
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, dict):
-        raise UserInputError(f"Weights file {str(path)!r} holds a {type(checkpoint).__name__}, not a state dict.")
-    return checkpoint
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class DigitsCNNSource(ModelSource):
     """Small CNN for 8x8 digits (layers conv1, conv2, fc1, fc2 = logits), trained weights shipped."""
 
@@ -92,6 +73,7 @@ class DigitsCNNSource(ModelSource):
             aliases=dict(ALIASES),
             class_names=[str(digit) for digit in range(10)],
             identity=identity,
+            example_input=torch.zeros(1, 1, 8, 8),
         )
 
 

@@ -83,6 +83,22 @@ class AMSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class ChanceSpec(BaseModel):
+    """Chance baselines: every chosen column recomputed under shuffled labels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    permutations: int = Field(100, ge=1, description="How many label shufflings.")
+    seed: int = Field(0, description="Seed of the shufflings.")
+    columns: list[str] | None = Field(
+        None, description="Columns to test; omitted means every value and count column of the measures."
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level for counting units above chance.")
+    correction: Literal["fdr_bh", "bonferroni", "none"] = Field(
+        "fdr_bh", description="Multiple-comparison correction across a layer's units."
+    )
+
+
 class RunSpec(BaseModel):
     """One study: a model, a data set, the layers to measure and the measures to compute."""
 
@@ -95,6 +111,10 @@ class RunSpec(BaseModel):
         None, min_length=1, description="Measures to compute; omitted means every registered measure."
     )
     am: AMSpec | None = None
+    chance: ChanceSpec | None = None
+    untrained_baseline: bool = Field(
+        False, description="Also measure the same layers with the architecture's random initialisation (seeded)."
+    )
     output: Path = Field(Path("runs/selectivity"), description="Directory the run writes its results to.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(256, ge=1)

@@ -20,6 +20,8 @@ import numpy as np
 
 NAN = float("nan")
 
+FOUR_MEASURES = ["localist", "precision", "ccmas", "topclass"]
+
 COLUMNS = (
     "localist_class",
     "localist",

@@ -139,6 +139,10 @@ BAD_SPECS = {
     ),
     "no measures": ("model: digits-cnn\ndataset: digits\nlayers: [fc2]\nmeasures: []\n", ["measures"]),
     "am without a method": ("model: digits-cnn\ndataset: digits\nlayers: [fc2]\nam: {steps: 3}\n", ["am.method"]),
+    "chance on an unknown column": (
+        "model: digits-cnn\ndataset: digits\nlayers: [fc2]\nmeasures: [ccmas]\nchance: {columns: [ccmas, auroc]}\n",
+        ["chance.columns[1]", "'auroc'"],
+    ),
     "two measures with one name": (
         "model: digits-cnn\ndataset: digits\nlayers: [fc2]\nmeasures: [precision, {name: precision, top_n: 60}]\n",
         ["measures", "twice", "label"],

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 import selectivity_eval as se
 
-from .reference_measures import CLASS_COLUMNS, COLUMNS, COUNT_COLUMNS, FLAG_COLUMNS, reference_columns
+from .reference_measures import (
+    CLASS_COLUMNS,
+    COLUMNS,
+    COUNT_COLUMNS,
+    FLAG_COLUMNS,
+    FOUR_MEASURES,
+    reference_columns,
+)
 
 EXACT_COLUMNS = CLASS_COLUMNS + FLAG_COLUMNS + COUNT_COLUMNS
 LABEL_POOL = [-4, 0, 1, 3, 7, 42]
@@ -51,7 +58,7 @@ def layers(draw, low=-3, high=3, min_classes=1, max_images=24, max_units=4):
 
 def package_columns(activations, labels, top_n=100, others="pooled", eps=0.0, chunk_size=None):
     params = {"precision": {"top_n": top_n}, "ccmas": {"others": others, "eps": eps}}
-    return se.compute_measures(activations, labels, params=params, chunk_size=chunk_size)
+    return se.compute_measures(activations, labels, FOUR_MEASURES, params=params, chunk_size=chunk_size)
 
 
 def assert_columns_equal(actual, expected, columns=COLUMNS, rtol=0.0, atol=0.0):

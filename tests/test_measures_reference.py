@@ -16,13 +16,14 @@ import torch
 import selectivity_eval as se
 
 from .reference_measures import (
-        CLASS_COLUMNS,
-        COLUMNS,
-        COUNT_COLUMNS,
-        FLAG_COLUMNS,
-        VALUE_COLUMNS,
-        reference_columns,
-    )
+    CLASS_COLUMNS,
+    COLUMNS,
+    COUNT_COLUMNS,
+    FLAG_COLUMNS,
+    FOUR_MEASURES,
+    VALUE_COLUMNS,
+    reference_columns,
+)
 
 NAN = math.nan
 EXACT_COLUMNS = CLASS_COLUMNS + FLAG_COLUMNS + COUNT_COLUMNS
@@ -39,7 +40,7 @@ def _single_torch_thread():
 
 def package_columns(activations, labels, top_n=100, others="pooled", eps=0.0, chunk_size=None):
     params = {"precision": {"top_n": top_n}, "ccmas": {"others": others, "eps": eps}}
-    return se.compute_measures(activations, labels, params=params, chunk_size=chunk_size)
+    return se.compute_measures(activations, labels, FOUR_MEASURES, params=params, chunk_size=chunk_size)
 
 
 def assert_same_columns(actual, expected, rtol=0.0, atol=0.0, context=""):
@@ -607,5 +608,5 @@ def test_every_available_device_matches_reference(kind, device):
     matrix, labels = random_case(kind, 13, n_images=300, n_units=40)
     for top_n in (1, 17, 100):
         params = {"precision": {"top_n": top_n}}
-        columns = se.compute_measures(matrix, labels, params=params, device=device)
+        columns = se.compute_measures(matrix, labels, FOUR_MEASURES, params=params, device=device)
         assert_same_columns(columns, reference_columns(matrix, labels, top_n=top_n), rtol=1e-12, atol=1e-12)

@@ -16,6 +16,8 @@ from selectivity_eval.core.stats import Labels, LayerStats, ranked_top_indices
 
 from .reference_measures import COLUMNS, reference_columns
 
+BUILTIN = ["localist", "precision", "ccmas", "topclass", "detection"]
+
 
 def ranking_reference(values: np.ndarray, k: int) -> np.ndarray:
     """Per unit: sort images by (-activation, index) and take the first k."""
@@ -56,7 +58,7 @@ def test_class_bound_top_k_equals_the_plain_ranking(kind, k):
 )
 def test_many_classes_small_top_n_match_the_reference(matrix, n_classes, top_n, seed):
     labels = np.random.default_rng(seed).integers(0, n_classes, len(matrix))
-    ours = se.compute_measures(matrix, labels, params={"precision": {"top_n": top_n}})
+    ours = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": top_n}})
     expected = reference_columns(matrix, labels, top_n=top_n)
     for column in COLUMNS:
         np.testing.assert_array_equal(np.asarray(ours[column]), expected[column], err_msg=column)
@@ -64,9 +66,9 @@ def test_many_classes_small_top_n_match_the_reference(matrix, n_classes, top_n, 
 
 def test_row_blocks_do_not_change_results(monkeypatch):
     matrix, labels = many_class_case(5, n_images=900, n_units=16, kind="relu")
-    whole = se.compute_measures(matrix, labels, params={"precision": {"top_n": 30}})
+    whole = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": 30}})
     monkeypatch.setattr("selectivity_eval.core.stats.ROW_BLOCK_BYTES", 64)
-    blocked = se.compute_measures(matrix, labels, params={"precision": {"top_n": 30}})
+    blocked = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": 30}})
     for column in whole:
         np.testing.assert_array_equal(whole[column], blocked[column], err_msg=column)
 
@@ -74,16 +76,16 @@ def test_row_blocks_do_not_change_results(monkeypatch):
 @pytest.mark.parametrize("chunk_size", [1, 7, None])
 def test_chunk_sizes_give_identical_results(chunk_size):
     matrix, labels = many_class_case(8, n_units=23, kind="int")
-    whole = se.compute_measures(matrix, labels, params={"precision": {"top_n": 20}}, chunk_size=10_000)
-    chunked = se.compute_measures(matrix, labels, params={"precision": {"top_n": 20}}, chunk_size=chunk_size)
+    whole = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": 20}}, chunk_size=10_000)
+    chunked = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": 20}}, chunk_size=chunk_size)
     for column in whole:
         np.testing.assert_array_equal(whole[column], chunked[column], err_msg=column)
 
 
 def test_float32_and_float64_agree():
     matrix, labels = many_class_case(9, kind="relu")
-    single = se.compute_measures(matrix, labels, params={"precision": {"top_n": 25}})
-    double = se.compute_measures(matrix.astype(np.float64), labels, params={"precision": {"top_n": 25}})
+    single = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": 25}})
+    double = se.compute_measures(matrix.astype(np.float64), labels, BUILTIN, params={"precision": {"top_n": 25}})
     for column, values in single.items():
         if values.dtype.kind == "f":
             np.testing.assert_allclose(values, double[column], rtol=1e-6, atol=1e-6, err_msg=column)
@@ -94,11 +96,11 @@ def test_float32_and_float64_agree():
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_unit_is_nan_with_a_warning_and_others_unaffected(bad):
     matrix, labels = many_class_case(10, n_units=6, kind="relu")
-    clean = se.compute_measures(matrix, labels, params={"precision": {"top_n": 10}})
+    clean = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": 10}})
     matrix[17, 2] = bad
     matrix[3, 4] = bad
     with pytest.warns(UserWarning, match=r"Layer 'fc7': 2 of 6 units have NaN or infinite"):
-        dirty = se.compute_measures(matrix, labels, params={"precision": {"top_n": 10}}, layer="fc7")
+        dirty = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": 10}}, layer="fc7")
     good = [0, 1, 3, 5]
     for column, values in dirty.items():
         if column == "is_localist":
@@ -112,5 +114,5 @@ def test_finite_input_gives_no_warning_and_integer_class_columns():
     matrix, labels = many_class_case(11, n_units=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        columns = se.compute_measures(matrix, labels)
+        columns = se.compute_measures(matrix, labels, BUILTIN)
     assert columns["precision_class"].dtype.kind == "i" and columns["topclass_count"].dtype.kind == "i"

@@ -82,7 +82,7 @@ def test_any_change_to_what_determines_a_layer_misses_the_cache(write_spec, tmp_
 
 def test_preprocessing_is_part_of_the_key():
     from selectivity_eval.core.extract import ResolvedLayer
-    from selectivity_eval.core.run import layer_key
+    from selectivity_eval.core.run_steps import layer_key
     from selectivity_eval.core.spec_loader import validate_spec
 
     spec = validate_spec({**SPEC, "output": "unused"})

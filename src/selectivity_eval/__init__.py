@@ -6,6 +6,8 @@ Library use::
     columns = se.compute_measures(activations, labels)            # every registered measure
     columns = se.compute_measures(activations, labels, ["precision"], {"precision": {"top_n": 60}})
 
+    result = se.maximise(model, "fc2", [0, 1, 2], steps=128)     # activation maximisation
+
 Write a new measure by subclassing ``se.Measure`` and registering it through the
 ``register_measures`` hook (see docs/plugins.md).
 """
@@ -19,11 +21,13 @@ from selectivity_eval.core.measure import Column, Measure
 from selectivity_eval.core.plugins import get_registry, plugin_registered
 from selectivity_eval.core.sources import DatasetSource, LoadedDataset, LoadedModel, ModelSource
 from selectivity_eval.core.stats import Labels, LayerStats, ranked_top_indices
+from selectivity_eval.plugins.am_library import AMResult, maximise
 from selectivity_eval.schemas.params import PluginParams
 
 __all__ = [
     "AMContext",
     "AMMethod",
+    "AMResult",
     "Column",
     "DatasetSource",
     "Labels",
@@ -40,6 +44,7 @@ __all__ = [
     "compute_measures",
     "get_registry",
     "hookimpl",
+    "maximise",
     "plugin_registered",
     "ranked_top_indices",
 ]

@@ -1,0 +1,120 @@
+"""Activation maximisation: many units in one batch against one unit at a time, side by side.
+
+    python benchmarks/bench_am.py                          # 64 units of AlexNet conv4, 128 px, 64 steps
+    python benchmarks/bench_am.py --units 16 --steps 16    # a quicker look
+
+Random-weight AlexNet (``torchvision.models.alexnet(weights=None)``, seeded). Both ways run the same
+code with the same settings (the gradient-ascent defaults: Fourier parameters, decorrelated colour,
+jitter, scale, rotate), differing only in ``batch_size``: all units together, or 1 as Lucent-style
+tools do. Prints units per second of each, their ratio, and how far apart the two ways' images and
+activations are (see docs/am.md on rounding across batch sizes).
+
+``--lucent-like N`` adds a third way, timed on N units: one unit at a time in a loop written as
+Lucent-style tools write it (full forward pass, weight gradients computed), same image
+parameters, transforms and steps. It shows what the engine's other savings (stopping at the layer,
+no weight gradients) add to batching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torchvision
+
+import selectivity_eval as se
+from selectivity_eval.plugins.am_engine import optimise_units, unit_seed, unit_values
+from selectivity_eval.plugins.am_image import ImageParameters
+from selectivity_eval.plugins.am_input import input_space
+from selectivity_eval.plugins.am_params import OptimiseParams
+from selectivity_eval.plugins.am_transforms import RandomAffine
+
+
+def timed(model, layer, units, params, device):
+    started = time.perf_counter()
+    result = optimise_units(model, layer, units, params, seed=0, device=device)
+    return time.perf_counter() - started, result
+
+
+def lucent_like(model, layer, units, params, device) -> float:
+    """Seconds for ``units`` one at a time, the way Lucent-style loops run: the whole network each
+    step, gradients for every weight, the objective read from a stored module output."""
+    space = input_space(model, params)
+    network = model.module.to(device).eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(True)
+    target = dict(network.named_modules())[layer]
+    started = time.perf_counter()
+    for unit in units:
+        generator = torch.Generator().manual_seed(unit_seed(0, layer, unit))
+        shape = ImageParameters.shape_of(params.parameterisation, space.channels, space.size)
+        initial = torch.randn(shape, generator=generator)[None].to(device)
+        image = ImageParameters(params.parameterisation, initial, space.channels, space.size, params.decorrelate)
+        affine = RandomAffine([generator], params.steps, space.size, params.jitter, params.scale, params.rotate, device)
+        optimiser = torch.optim.Adam(image.parameters(), lr=params.lr)
+        stored = {}
+        handle = target.register_forward_hook(lambda _m, _i, out: stored.update(out=out))
+        index = torch.tensor([unit], device=device)
+        for step in range(params.steps):
+            optimiser.zero_grad()
+            network(space.to_model(affine(image.images(), step)))
+            (-unit_values(stored["out"], index, params.objective).sum()).backward()
+            optimiser.step()
+        handle.remove()
+    network.zero_grad(set_to_none=True)
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--units", type=int, default=64, help="Units of the layer to maximise (default 64).")
+    parser.add_argument("--steps", type=int, default=64, help="Gradient-ascent steps (default 64).")
+    parser.add_argument("--size", type=int, default=128, help="Image side in pixels (default 128).")
+    parser.add_argument("--layer", default="features.8", help="AlexNet module (default features.8 = conv4).")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu).")
+    parser.add_argument(
+        "--lucent-like", type=int, default=0, metavar="N", help="Also time a Lucent-style loop on N units (0: skip)."
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    network = torchvision.models.alexnet(weights=None).eval()
+    model = se.LoadedModel(module=network, example_input=torch.zeros(1, 3, args.size, args.size))
+    units = list(range(args.units))
+    batched = OptimiseParams(steps=args.steps, image_size=args.size, batch_size=args.units, normalise="imagenet")
+    single = batched.model_copy(update={"batch_size": 1})
+    warm = batched.model_copy(update={"steps": 2})
+    optimise_units(model, args.layer, units[:2], warm, seed=0, device=device)
+    optimise_units(model, args.layer, units[:1], warm.model_copy(update={"batch_size": 1}), seed=0, device=device)
+
+    print(
+        f"AlexNet (random weights) {args.layer}, {args.units} units, {args.size} px, {args.steps} steps, "
+        f"{device}, {torch.get_num_threads()} threads"
+    )
+    batch_time, batch_result = timed(model, args.layer, units, batched, device)
+    print(f"  batched ({args.units} per batch): {batch_time:8.2f} s  {args.units / batch_time:8.2f} units/s")
+    single_time, single_result = timed(model, args.layer, units, single, device)
+    print(f"  one unit at a time:      {single_time:8.2f} s  {args.units / single_time:8.2f} units/s")
+    print(f"  ratio (batched / one at a time): {single_time / batch_time:.1f}x")
+    pixels = (batch_result.images - single_result.images).abs().flatten(1).amax(1)
+    reached = (batch_result.activations - single_result.activations).abs() / single_result.activations.abs()
+    print(
+        f"  the two ways' images: {int((pixels < 1e-5).sum())} of {args.units} equal within 1e-5, largest pixel "
+        f"difference {pixels.max().item():.2e}; activations reached differ by {reached.median().item():.1e} "
+        f"(median), {reached.max().item():.1e} (largest), relative"
+    )
+    if args.lucent_like:
+        sample = units[: args.lucent_like]
+        naive_time = lucent_like(model, args.layer, sample, single, device) * args.units / len(sample)
+        print(
+            f"  Lucent-style loop (timed on {len(sample)} units, scaled to {args.units}): {naive_time:8.2f} s  "
+            f"{args.units / naive_time:8.2f} units/s; batched is {naive_time / batch_time:.1f}x faster"
+        )
+
+
+if __name__ == "__main__":
+    main()
