@@ -26,9 +26,10 @@ def write_resolved_spec(path: Path, spec: RunSpec) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
-def _cell(value: Any) -> str:
+def csv_cell(value: Any, missing: str = "nan") -> str:
+    """One value as a CSV cell: booleans as true/false, floats round-trip exactly, NaN as "nan"."""
     if value is None:
-        return "nan"
+        return missing
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (float, np.floating)):
@@ -48,7 +49,7 @@ def write_units_csv(path: Path, results: dict[str, LayerResults]) -> None:
             n_units = len(next(iter(layer_results.values()))) if layer_results else 0
             for unit in range(n_units):
                 row = [layer, unit]
-                row.extend(_cell(layer_results[c][unit]) if c in layer_results else "" for c in columns)
+                row.extend(csv_cell(layer_results[c][unit]) if c in layer_results else "" for c in columns)
                 writer.writerow(row)
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from selectivity_eval.core.outputs import csv_cell
+
 AM_CSV_COLUMNS = [
     "layer",
     "unit",
@@ -75,21 +77,11 @@ def contact_sheet(images: torch.Tensor, captions: list[str], path: Path, min_siz
     return path
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (float, np.floating)):
-        return "nan" if math.isnan(value) else repr(float(value))
-    return str(value.item() if hasattr(value, "item") else value)
-
-
 def write_am_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     """One row per layer and unit, in ``AM_CSV_COLUMNS``; an empty cell where a value does not exist."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(AM_CSV_COLUMNS)
         for row in rows:
-            writer.writerow([_cell(row.get(column)) for column in AM_CSV_COLUMNS])
+            writer.writerow([csv_cell(row.get(column), missing="") for column in AM_CSV_COLUMNS])
     return path

@@ -3,12 +3,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from selectivity_eval.core.plugins import reload_plugins
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC = REPO / "examples" / "digits.yaml"
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny matrices: one intra-op thread is much faster (and steadier on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

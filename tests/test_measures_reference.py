@@ -29,13 +29,7 @@ NAN = math.nan
 EXACT_COLUMNS = CLASS_COLUMNS + FLAG_COLUMNS + COUNT_COLUMNS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """Tiny matrices: one intra-op thread is much faster (and steadier on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def package_columns(activations, labels, top_n=100, others="pooled", eps=0.0, chunk_size=None):
