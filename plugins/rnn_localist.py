@@ -2,14 +2,14 @@
 
 Bowers et al. (2014, 2016) found localist ("grandmother") units in recurrent networks trained to
 hold several words in short-term memory at once. This module rebuilds that setting small enough
-to train in a minute on a CPU: a simple recurrent network (Elman; logistic units, as theirs) sees
+to train in a minute on a CPU: a simple recurrent network (Elman; 200 logistic units) sees
 a list of words, one word per time step, each word as its letters in three slots, and then, on a
 recall cue, names the words of the list in order, one per step. Its weights ship with the package
 (``rnn_localist.pt``, made by ``examples/rnn_localist/train.py``).
 
-The data set's images are lists and its classes are words: an item's class is the word at one
-position of its list, and its activations are the hidden state while the network recalls that
-word (the last step of the item's input). See examples/rnn_localist/README.md.
+The data set's images are lists and its classes are words: an item is a list read at one recall
+step, its class is the word the network recalls there, and its activations are the hidden state
+at that step (the last step of the item's input). See examples/rnn_localist/README.md.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ BUILTIN_WEIGHTS = "rnn_localist.pt"
 
 def vocabulary() -> list[str]:
     """The 30 words: distinct three-letter strings over the letters a-j, drawn once with seed 0."""
-    codes = np.random.default_rng(0).choice(len(LETTERS) ** SLOTS, N_WORDS, replace=False)
-    return ["".join(LETTERS[code // len(LETTERS) ** (SLOTS - 1 - s) % len(LETTERS)] for s in range(SLOTS)) for code in codes]
+    base = len(LETTERS)
+    codes = np.random.default_rng(0).choice(base**SLOTS, N_WORDS, replace=False)
+    return ["".join(LETTERS[code // base ** (SLOTS - 1 - slot) % base] for slot in range(SLOTS)) for code in codes]
 
 
 def word_letters() -> torch.Tensor:
@@ -83,11 +84,10 @@ class SerialRecallSRN(nn.Module):
 
     def states(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, steps, hidden): the hidden state after every step, starting from all zeros."""
-        drive = self.input(x)
         h = torch.zeros(x.shape[0], self.recurrent.in_features, device=x.device)
         states = []
         for step in range(x.shape[1]):
-            h = torch.sigmoid(drive[:, step] + self.recurrent(h))
+            h = torch.sigmoid(self.input(x[:, step]) + self.recurrent(h))
             states.append(h)
         return torch.stack(states, 1)
 
@@ -95,7 +95,7 @@ class SerialRecallSRN(nn.Module):
         """The word scores (batch, words) at each input's last non-zero step, read from ``hidden``."""
         last = (x.abs().sum(-1) > 0).sum(1).clamp(min=1) - 1
         states = self.states(x)
-        return self.output(self.hidden(states[torch.arange(x.shape[0]), last]))
+        return self.output(self.hidden(states[torch.arange(x.shape[0], device=x.device), last]))
 
 
 def random_lists(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -110,7 +110,7 @@ def recall_accuracy(model: SerialRecallSRN, lists: torch.Tensor) -> float:
     return float((scores.argmax(-1) == lists).all(1).float().mean())
 
 
-def train(seed: int = 0, steps: int = 4000, batch_size: int = 64, lr: float = 0.01, log=None):
+def train(seed: int = 0, steps: int = 6000, batch_size: int = 64, lr: float = 0.01, log=None):
     """Train a ``SerialRecallSRN`` on fresh random lists (seeded); returns it and the loss of every step.
 
     The loss is the cross-entropy of each recalled word; Adam with a one-cycle learning rate

@@ -62,6 +62,7 @@ def test_a_spec_uses_the_installed_measure(tmp_path):
         "measures": ["sparseness", {"name": "sparseness", "label": "sparseness_clip", "negatives": "clip"}, "topclass"],
         "output": "run",
         "device": "cpu",
+        "report": {"enabled": False},
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     result = cli("spec.yaml", "--quiet", cwd=tmp_path)
