@@ -44,11 +44,18 @@ def null_distribution(
     permutations: int,
     seed: int,
     chunk_size: int | None = None,
+    first: int = 0,
 ) -> dict[str, np.ndarray]:
-    """(permutations, units) of each column under seeded label shufflings, the same for any chunking."""
+    """(permutations, units) of each column under seeded label shufflings, the same for any chunking.
+
+    ``first`` skips that many shufflings of the seeded sequence: shufflings ``first`` to
+    ``first + permutations`` of it, so blocks of shufflings computed apart add up to the whole.
+    """
     null = {column: np.empty((permutations, matrix.shape[1])) for column in columns}
     wanted = set(columns)
     generator = torch.Generator().manual_seed(seed)
+    for _ in range(first):
+        labels.shuffled(generator)
     shufflings = [labels.shuffled(generator) for _ in range(permutations)]
     chunks = unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size)
     for chunk in chunks:

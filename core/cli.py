@@ -63,13 +63,13 @@ def reported_errors(debug: bool) -> Iterator[None]:
     except SelectivityEvalError as error:
         if debug:
             raise
-        stderr.print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
+        stderr.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except Exception as error:
         if debug:
             raise
         stderr.print(
-            f"[bold red]Error:[/] {type(error).__name__}: {error} (run again with --debug for the traceback)",
+            f"[bold red]Error:[/] {type(error).__name__}: {escape(str(error))} (run again with --debug for the traceback)",
             highlight=False,
             soft_wrap=True,
         )
@@ -122,6 +122,8 @@ def run(
             )
         if not quiet:
             stdout.print(f"Results: {result.output_dir / 'units.csv'}", highlight=False, soft_wrap=True)
+            if result.report is not None:
+                stdout.print(f"Report: {result.report}", highlight=False, soft_wrap=True)
         if result.failures:
             raise typer.Exit(EXIT_FAILED)
 
@@ -370,3 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv if argv is not None else sys.argv[1:], prog_name="selectivity-eval")
 
+
+
+from selectivity_eval.core import cli_sweep  # noqa: E402,F401  (registers the `sweep` command)
+from selectivity_eval.core import cli_report  # noqa: E402,F401  (registers `report` and `ratings`)

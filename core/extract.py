@@ -160,7 +160,8 @@ def extract_activations(
     )
 
 
-def _run_model(model, data, layers, start, writing, store, keys, batch_size, device, reporter) -> list[str]:
+def _run_model(model, data, layers, start, writing, store, keys, batch_size, device, reporter, stop=None) -> list[str]:
+    """Images ``start`` to ``stop`` (default: the end) through the model into ``writing``; returns unreadable names."""
     modules = dict(model.module.named_modules())
     captured: dict[str, torch.Tensor] = {}
     handles = []
@@ -171,9 +172,10 @@ def _run_model(model, data, layers, start, writing, store, keys, batch_size, dev
 
         handles.append(modules[layer.module_name].register_forward_hook(hook))
     n_images = len(data)
-    steps = reporter.steps("Extracting activations", n_images - start) if reporter else None
+    stop = n_images if stop is None else stop
+    steps = reporter.steps("Extracting activations", stop - start) if reporter else None
     loader = DataLoader(
-        Subset(data.dataset, range(start, n_images)) if start else data.dataset,
+        Subset(data.dataset, range(start, stop)) if start or stop < n_images else data.dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=data.num_workers,
@@ -186,7 +188,7 @@ def _run_model(model, data, layers, start, writing, store, keys, batch_size, dev
     try:
         with torch.inference_mode():
             for batch_index, (inputs, positions) in enumerate(loader):
-                size = min(batch_size, n_images - row)
+                size = min(batch_size, stop - row)
                 readable = set(positions.tolist())
                 for offset in range(size):
                     if offset not in readable:

@@ -15,11 +15,14 @@ import torch
 from selectivity_eval._version import __version__
 from selectivity_eval.core.am import AMContext
 from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.executor import executor_record, executor_scope
 from selectivity_eval.core.extract import resolve_layers
 from selectivity_eval.core.measure import Column, Measure
 from selectivity_eval.core.outputs import summarise_layer, write_json, write_resolved_spec, write_units_csv
 from selectivity_eval.core.plugins import Registry, get_registry
 from selectivity_eval.core.progress import Reporter
+from selectivity_eval.core.report import report_after_run
+from selectivity_eval.core.report_inputs import record_rows
 from selectivity_eval.core.run_steps import (
     MeasureFailureRecord,
     extract_step,
@@ -39,6 +42,7 @@ class RunResult:
     summary: dict[str, Any]
     failures: list[MeasureFailureRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -61,6 +65,12 @@ def load_model(spec: RunSpec, registry: Registry) -> LoadedModel:
 
 
 def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Registry | None = None) -> RunResult:
+    """Run the study ``spec`` describes, on the executor ``spec.executor`` names (in this process by default)."""
+    with executor_scope(spec.executor, reporter):
+        return _run_spec(spec, reporter=reporter, registry=registry)
+
+
+def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Registry | None = None) -> RunResult:
     """Run the study ``spec`` describes; the spec must already be validated (see ``load_spec``)."""
     registry = registry or get_registry()
     reporter = reporter or Reporter(quiet=True)
@@ -83,6 +93,7 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
     started = time.perf_counter()
     extraction = extract_step(spec, model, data, layers, device, reporter, output_dir)
     measured = measured_images(extraction, data)
+    record_rows(output_dir, data.labels, measured, data.class_names, extraction.activations)
     activations = {label: rows(values, measured) for label, values in extraction.activations.items()}
     timings["extract"] = time.perf_counter() - started
 
@@ -148,6 +159,7 @@ def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regis
     }
     record["activation_cache"] = extraction.cache
     write_json(output_dir / "run.json", record)
+    result.report = report_after_run(output_dir, spec.report, reporter)
     return result
 
 
@@ -186,5 +198,6 @@ def run_record(spec, model, dataset_identity, device, result: RunResult, registr
         "dataset": {"plugin": spec.dataset.plugin, "params": spec.dataset.params(), "identity": dataset_identity},
         "layers": {layer: summary["n_units"] for layer, summary in result.summary.items()},
         "failures": [vars(f) for f in result.failures],
+        "executor": executor_record(),
         "status": "failed" if result.failures else "ok",
     }

@@ -11,6 +11,7 @@ import torch
 from selectivity_eval.core.chance import null_distribution, significant, summarise_null, value_columns
 from selectivity_eval.core.compute import as_activation_tensor, compute_layer
 from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.executor import current_executor, remember_rows
 from selectivity_eval.core.extract import Extraction, ResolvedLayer, extract_activations
 from selectivity_eval.core.measure import Measure
 from selectivity_eval.core.progress import Reporter
@@ -45,6 +46,11 @@ def extract_step(
     output_dir: Path,
 ) -> Extraction:
     keys = {layer.label: layer_key(spec, model, data, layer) for layer in layers}
+    executor = current_executor()
+    if executor.distributed:  # shards of the data set as tasks on the executor's workers
+        with reporter.live():
+            store = ActivationStore(output_dir / "activations")
+            return executor.extract(spec, model, data, layers, keys, store, reporter)
     with reporter.live():
         return extract_activations(
             model,
@@ -74,7 +80,11 @@ def measured_images(extraction: Extraction, data: LoadedDataset) -> np.ndarray:
 
 
 def rows(values: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    return values if measured.all() else values[measured]
+    if measured.all():
+        return values
+    subset = values[measured]
+    remember_rows(subset, values, measured)  # a distributed executor's workers read these rows from the store
+    return subset
 
 
 @dataclass
@@ -103,6 +113,10 @@ def measure_step(
     description: str = "Computing measures",
 ) -> Measured:
     """Every measure on every layer; with ``spec.chance``, their chance levels too."""
+    executor = current_executor()
+    if executor.distributed:  # chunks of units (and blocks of shufflings) as tasks on the executor's workers
+        with reporter.live():
+            return executor.measure(spec, activations, labels, measures, plugin_of, reporter, description)
     out = Measured()
     with reporter.live():
         steps = reporter.steps(description, len(activations))
@@ -130,16 +144,20 @@ def chance_step(spec: RunSpec, matrix, labels: Labels, measures, results: dict[s
     for column in columns:
         extra = summarise_null(results[column], null[column], column)
         results.update(extra)
-        observed = results[column].astype(np.float64)
-        summary[column] = {
-            "observed_mean": _mean(observed),
-            "null_mean": _mean(extra[f"{column}_null_mean"]),
-            "n_above_chance": int(significant(extra[f"{column}_p"], chance.alpha, chance.correction).sum()),
-            "alpha": chance.alpha,
-            "correction": chance.correction,
-            "permutations": chance.permutations,
-        }
+        summary[column] = chance_entry(chance, results, column)
     return summary
+
+
+def chance_entry(chance, results: dict[str, np.ndarray], column: str) -> dict:
+    """A column's chance summary, from its observed and null columns in ``results``."""
+    return {
+        "observed_mean": _mean(results[column].astype(np.float64)),
+        "null_mean": _mean(results[f"{column}_null_mean"]),
+        "n_above_chance": int(significant(results[f"{column}_p"], chance.alpha, chance.correction).sum()),
+        "alpha": chance.alpha,
+        "correction": chance.correction,
+        "permutations": chance.permutations,
+    }
 
 
 def _mean(values: np.ndarray) -> float | None:

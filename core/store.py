@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class ActivationStore:
         directory.mkdir(parents=True, exist_ok=True)
         for stale in (COMPLETE, PROGRESS):
             (directory / stale).unlink(missing_ok=True)
+        shutil.rmtree(directory / "shards", ignore_errors=True)  # a sharded extraction's records (shard_store.py)
         layer = StoredLayer(
             directory,
             np.lib.format.open_memmap(directory / "values.npy", mode="w+", dtype=np.float32, shape=(n_images, n_units)),

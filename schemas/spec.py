@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from selectivity_eval.schemas.executor import ExecutorSpec
+from selectivity_eval.schemas.report import ReportSpec
+
 
 def _name_to_mapping(value: Any, key: str) -> Any:
     return {key: value} if isinstance(value, str) else value
@@ -112,6 +115,7 @@ class RunSpec(BaseModel):
     )
     am: AMSpec | None = None
     chance: ChanceSpec | None = None
+    report: ReportSpec = Field(default_factory=ReportSpec, description="Figures, unit cards and report.html.")
     untrained_baseline: bool = Field(
         False, description="Also measure the same layers with the architecture's random initialisation (seeded)."
     )
@@ -119,6 +123,9 @@ class RunSpec(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(256, ge=1)
     seed: int = 0
+    executor: ExecutorSpec = Field(
+        default_factory=ExecutorSpec, description="Where extraction and measures run: local or dask (distributed.md)."
+    )
 
     @field_validator("layers")
     @classmethod

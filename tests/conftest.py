@@ -8,6 +8,8 @@ import yaml
 
 from selectivity_eval.core.plugins import reload_plugins
 
+from .report_fixtures import _no_reports_unless_asked, report_run  # noqa: F401  (reports: off unless asked)
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC = REPO / "examples" / "digits.yaml"
 

@@ -41,11 +41,15 @@ def digits_run(tmp_path_factory):
 def test_digits_example_writes_every_output(digits_run):
     completed, out = digits_run
     assert completed.returncode == 0, completed.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["activations", "run.json", "spec.resolved.yaml", "summary.json", "units.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "activations", "labels.npy", "measured.npy", "report", "report.html", "rows.json", "run.json",
+        "spec.resolved.yaml", "summary.json", "units.csv",
+    ]
     units = read_units_csv(out / "units.csv")
     assert {layer: len(columns["unit"]) for layer, columns in units.items()} == LAYER_UNITS
     assert list(units["fc2"]) == ["unit", *MEASURE_COLUMNS]
     assert "Selectivity by layer" in completed.stdout and "units.csv" in completed.stdout
+    assert completed.stdout.strip().splitlines()[-1] == f"Report: {out / 'report.html'}"
 
 
 def test_digits_summary_and_run_record(digits_run):
