@@ -55,14 +55,7 @@ def extract_on_dask(executor, spec, model, data, layers, keys, store, reporter) 
         unreadable = _run_shards(executor, job, missing, keys, units, store, reporter, cache)
         for layer in missing:
             stored[layer.label] = store.complete(layer.label, keys[layer.label])
-    first = stored[layers[0].label]
-    return Extraction(
-        activations={layer.label: stored[layer.label].values for layer in layers},
-        readable=np.asarray(first.readable),
-        predicted=np.asarray(first.predicted),
-        cache=cache,
-        unreadable=unreadable,
-    )
+    return Extraction.from_store(stored, layers, cache, unreadable)
 
 
 def _run_shards(executor, job, missing, keys, units, store, reporter, cache) -> list[str]:

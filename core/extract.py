@@ -75,6 +75,18 @@ class Extraction:
     cache: dict[str, str] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_store(cls, stored: dict[str, StoredLayer], layers, cache, unreadable) -> Extraction:
+        """The extraction of ``layers`` from their stored arrays (every layer shares readable/predicted)."""
+        first = stored[layers[0].label]
+        return cls(
+            activations={layer.label: stored[layer.label].values for layer in layers},
+            readable=np.asarray(first.readable),
+            predicted=np.asarray(first.predicted),
+            cache=cache,
+            unreadable=unreadable,
+        )
+
 
 class InMemoryStore:
     """The store interface without a disk: nothing cached, nothing to resume."""
@@ -150,14 +162,7 @@ def extract_activations(
         for layer in missing:
             store.finish(writing[layer.label], {"layer": layer.label, "module": layer.module_name})
         stored.update(writing)
-    first = stored[layers[0].label]
-    return Extraction(
-        activations={layer.label: stored[layer.label].values for layer in layers},
-        readable=np.asarray(first.readable),
-        predicted=np.asarray(first.predicted),
-        cache=cache,
-        unreadable=unreadable,
-    )
+    return Extraction.from_store(stored, layers, cache, unreadable)
 
 
 def _run_model(model, data, layers, start, writing, store, keys, batch_size, device, reporter, stop=None) -> list[str]:

@@ -111,23 +111,9 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both():
 
 
 def test_measure_that_raises_keeps_other_results_and_fails_the_run(write_spec, tmp_path, digits_spec):
-    class Broken(se.Measure):
-        """Always fails."""
-
-        name = "broken"
-        columns = {"broken": se.Column.VALUE}
-
-        def compute(self, stats):
-            raise RuntimeError("deliberate failure")
-
-    class BrokenPlugin:
-        @se.hookimpl
-        def register_measures(self, register):
-            register(Broken)
-
     digits_spec.pop("output")
     spec = write_spec({**digits_spec, "layers": ["fc2"], "measures": ["broken", "topclass"]})
-    with se.plugin_registered(BrokenPlugin(), name="broken-plugin"):
+    with se.plugin_registered(thirdparty_plugin.BrokenPlugin(), name="broken-plugin"):
         result = CliRunner().invoke(app, [str(spec), "-q"])
     assert result.exit_code == 1
     assert "broken-plugin" in result.output and "fc2" in result.output

@@ -88,6 +88,24 @@ class WriteMarker(se.AMMethod):
         return paths
 
 
+class Broken(se.Measure):
+    """Always fails: for tests of what a run does when a measure raises."""
+
+    name = "broken"
+    columns = {"broken": se.Column.VALUE}
+
+    def compute(self, stats):
+        raise RuntimeError("deliberate failure")
+
+
+class BrokenPlugin:
+    """Registers only ``Broken``; register it on its own, not with this module."""
+
+    @se.hookimpl
+    def register_measures(self, register):
+        register(Broken)
+
+
 @se.hookimpl
 def register_models(register):
     register(TinyModel)
