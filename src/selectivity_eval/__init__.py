@@ -7,6 +7,7 @@ Library use::
     columns = se.compute_measures(activations, labels, ["precision"], {"precision": {"top_n": 60}})
 
     result = se.maximise(model, "fc2", [0, 1, 2], steps=128)     # activation maximisation
+    null = se.chance_baselines(activations, labels, ["ccmas"], permutations=100)  # chance levels
 
 Write a new measure by subclassing ``se.Measure`` and registering it through the
 ``register_measures`` hook (see docs/plugins.md).
@@ -14,6 +15,7 @@ Write a new measure by subclassing ``se.Measure`` and registering it through the
 
 from selectivity_eval._version import __version__
 from selectivity_eval.core.am import AMContext, AMMethod
+from selectivity_eval.core.chance import chance_baselines
 from selectivity_eval.core.compute import compute_measures
 from selectivity_eval.core.errors import SelectivityEvalError, SpecError, UserInputError
 from selectivity_eval.core.hookspecs import hookimpl
@@ -41,6 +43,7 @@ __all__ = [
     "SpecError",
     "UserInputError",
     "__version__",
+    "chance_baselines",
     "compute_measures",
     "get_registry",
     "hookimpl",
