@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
 from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.schemas.params import PluginParams
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -35,3 +38,30 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class ShippedWeightsParams(PluginParams):
+    """Parameters of a model whose trained weights ship inside the package."""
+
+    weights: str = Field(
+        "builtin",
+        description="'builtin' (the shipped trained weights), 'none' (random, seeded) or a path to a state dict.",
+    )
+
+
+def package_file(name: str) -> Path:
+    """A file shipped in ``selectivity_eval.plugins``."""
+    return Path(str(resources.files("selectivity_eval.plugins").joinpath(name)))
+
+
+def load_shipped_weights(module: torch.nn.Module, weights: str, builtin: str, seed: int, what: str) -> dict[str, object]:
+    """Fill ``module`` with the shipped file ``builtin``, a file at path ``weights``, or (``none``)
+    leave its initialisation, which the caller seeded with ``seed``; returns the weights' identity."""
+    if weights == "none":
+        return {"weights": weights, "init_seed": seed}
+    path = package_file(builtin) if weights == "builtin" else Path(weights).expanduser()
+    try:
+        module.load_state_dict(load_state_dict(path))
+    except RuntimeError as error:
+        raise UserInputError(f"Weights file {str(path)!r} does not fit {what}: {error}") from None
+    return {"weights": weights, "weights_sha256": file_sha256(path)}

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.hookspecs import hookimpl
 from selectivity_eval.core.sources import LoadedModel, ModelSource
-from selectivity_eval.core.weights import file_sha256, load_state_dict
-from selectivity_eval.schemas.params import PluginParams
+from selectivity_eval.core.weights import ShippedWeightsParams, load_shipped_weights, package_file
 
 ALIASES = {"conv1": "features.0", "conv2": "features.2", "fc1": "classifier.1", "fc2": "classifier.3"}
 BUILTIN_WEIGHTS = "digits_cnn.pt"
@@ -37,36 +33,23 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-class DigitsCNNParams(PluginParams):
-    weights: str = Field(
-        "builtin",
-        description="'builtin' (the shipped trained weights), 'none' (random, seeded) or a path to a state dict.",
-    )
-
-
 def builtin_weights_path() -> Path:
-    return Path(str(resources.files("selectivity_eval.plugins").joinpath(BUILTIN_WEIGHTS)))
+    return package_file(BUILTIN_WEIGHTS)
 
 
 class DigitsCNNSource(ModelSource):
     """Small CNN for 8x8 digits (layers conv1, conv2, fc1, fc2 = logits), trained weights shipped."""
 
     name = "digits-cnn"
-    Params = DigitsCNNParams
+    Params = ShippedWeightsParams
 
     def load(self, *, seed: int) -> LoadedModel:
         torch.manual_seed(seed)
         module = DigitsCNN()
-        identity: dict[str, object] = {"architecture": "DigitsCNN", "weights": self.params.weights}
-        if self.params.weights != "none":
-            path = builtin_weights_path() if self.params.weights == "builtin" else Path(self.params.weights).expanduser()
-            try:
-                module.load_state_dict(load_state_dict(path))
-            except RuntimeError as error:
-                raise UserInputError(f"Weights file {str(path)!r} does not fit the digits CNN: {error}") from None
-            identity["weights_sha256"] = file_sha256(path)
-        else:
-            identity["init_seed"] = seed
+        identity = {
+            "architecture": "DigitsCNN",
+            **load_shipped_weights(module, self.params.weights, BUILTIN_WEIGHTS, seed, "the digits CNN"),
+        }
         module.eval()
         return LoadedModel(
             module=module,

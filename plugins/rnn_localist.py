@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,10 +25,9 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.hookspecs import hookimpl
 from selectivity_eval.core.sources import DatasetSource, LoadedDataset, LoadedModel, ModelSource
-from selectivity_eval.core.weights import file_sha256, load_state_dict
+from selectivity_eval.core.weights import ShippedWeightsParams, load_shipped_weights, package_file
 from selectivity_eval.schemas.params import PluginParams
 
 LETTERS = "abcdefghij"
@@ -138,36 +136,23 @@ def train(seed: int = 0, steps: int = 6000, batch_size: int = 64, lr: float = 0.
     return model.eval(), losses
 
 
-class RNNLocalistParams(PluginParams):
-    weights: str = Field(
-        "builtin",
-        description="'builtin' (the shipped trained weights), 'none' (random, seeded) or a path to a state dict.",
-    )
-
-
 def builtin_weights_path() -> Path:
-    return Path(str(resources.files("selectivity_eval.plugins").joinpath(BUILTIN_WEIGHTS)))
+    return package_file(BUILTIN_WEIGHTS)
 
 
 class RNNLocalist(ModelSource):
     """Recurrent network trained on serial recall of word lists (Bowers et al. 2014): layer hidden."""
 
     name = "rnn-localist"
-    Params = RNNLocalistParams
+    Params = ShippedWeightsParams
 
     def load(self, *, seed: int) -> LoadedModel:
         torch.manual_seed(seed)
         module = SerialRecallSRN()
-        identity: dict[str, object] = {"architecture": "SerialRecallSRN", "weights": self.params.weights}
-        if self.params.weights != "none":
-            path = builtin_weights_path() if self.params.weights == "builtin" else Path(self.params.weights).expanduser()
-            try:
-                module.load_state_dict(load_state_dict(path))
-            except RuntimeError as error:
-                raise UserInputError(f"Weights file {str(path)!r} does not fit the rnn-localist network: {error}") from None
-            identity["weights_sha256"] = file_sha256(path)
-        else:
-            identity["init_seed"] = seed
+        identity = {
+            "architecture": "SerialRecallSRN",
+            **load_shipped_weights(module, self.params.weights, BUILTIN_WEIGHTS, seed, "the rnn-localist network"),
+        }
         return LoadedModel(
             module=module.eval(),
             aliases={},

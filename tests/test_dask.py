@@ -159,7 +159,11 @@ def test_chance_untrained_and_a_subset_of_images_match_the_local_run(cluster, tm
 
 
 def test_a_measure_that_raises_on_workers_fails_as_in_process(cluster, tmp_path):
-    """Measures travel to the workers with their tasks, so one registered only in the client runs there too."""
+    """Measures travel to the workers with their tasks, so one registered only in the client runs there too.
+
+    The measure is defined inside the test on purpose: cloudpickle sends such a class by value, so
+    the workers need not import anything from tests/ (unlike tests.thirdparty_plugin.Broken).
+    """
     import selectivity_eval as se
 
     class Broken(se.Measure):
