@@ -29,6 +29,7 @@ from selectivity_eval.core.run_steps import (
     measure_step,
     measured_images,
     rows,
+    untrained_step,
 )
 from selectivity_eval.core.sources import LoadedModel
 from selectivity_eval.core.stats import Labels
@@ -111,24 +112,32 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     summary = summarise(results, kinds, activations, trained.chance)
     if spec.untrained_baseline:
         started = time.perf_counter()
-        untrained_model = model.untrained(spec.seed)
-        untrained_extraction = extract_step(spec, untrained_model, data, layers, device, reporter, output_dir)
-        untrained_activations = {
-            label: rows(values, measured) for label, values in untrained_extraction.activations.items()
-        }
-        untrained = measure_step(
-            spec, untrained_activations, labels, measures, plugin_of, device, reporter, "Measuring untrained network"
-        )
+        untrained = untrained_step(spec, model, data, layers, measured, labels, measures, plugin_of, device, reporter)
         failures += untrained.failures
         (output_dir / "untrained").mkdir(exist_ok=True)
         write_units_csv(output_dir / "untrained" / "units.csv", untrained.results)
-        untrained_summary = summarise(untrained.results, kinds, untrained_activations, untrained.chance)
+        untrained_summary = summarise(untrained.results, kinds, untrained.activations, untrained.chance)
         for layer in summary:
             summary[layer]["untrained"] = untrained_summary[layer]
         timings["untrained_baseline"] = time.perf_counter() - started
     write_units_csv(output_dir / "units.csv", results)
     write_json(output_dir / "summary.json", summary)
 
+    result = RunResult(output_dir, results, summary, failures, timings)
+
+    def write_record() -> None:
+        record = run_record(spec, model, data.identity, device, result, registry)
+        record["images"] = {
+            "in_data_set": len(data),
+            "measured": int(measured.sum()),
+            "unreadable_skipped": len(extraction.unreadable),
+            "unreadable": extraction.unreadable[:100],
+            "dropped_incorrect": int((extraction.readable & ~measured).sum()),
+        }
+        record["activation_cache"] = extraction.cache
+        write_json(output_dir / "run.json", record)
+
+    write_record()  # before AM, so a failing AM method loses nothing already computed
     if spec.am is not None:
         started = time.perf_counter()
         context = AMContext(
@@ -147,18 +156,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
         with reporter.live():
             am_method.run(context)
         timings["am"] = time.perf_counter() - started
-
-    result = RunResult(output_dir, results, summary, failures, timings)
-    record = run_record(spec, model, data.identity, device, result, registry)
-    record["images"] = {
-        "in_data_set": len(data),
-        "measured": int(measured.sum()),
-        "unreadable_skipped": len(extraction.unreadable),
-        "unreadable": extraction.unreadable[:100],
-        "dropped_incorrect": int((extraction.readable & ~measured).sum()),
-    }
-    record["activation_cache"] = extraction.cache
-    write_json(output_dir / "run.json", record)
+        write_record()
     result.report = report_after_run(output_dir, spec.report, reporter)
     return result
 

@@ -100,6 +100,7 @@ class Measured:
     results: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     chance: dict[str, dict[str, dict]] = field(default_factory=dict)
     failures: list[MeasureFailureRecord] = field(default_factory=list)
+    activations: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def measure_step(
@@ -132,6 +133,16 @@ def measure_step(
                 working = [(m, label) for m, label in measures if label not in errors]
                 out.chance[layer] = chance_step(spec, matrix, labels, working, out.results[layer])
             steps.advance()
+    return out
+
+
+def untrained_step(spec, model, data, layers, measured, labels, measures, plugin_of, device, reporter) -> Measured:
+    """The same layers, images and measures on the architecture's seeded random initialisation."""
+    untrained_model = model.untrained(spec.seed)
+    extraction = extract_step(spec, untrained_model, data, layers, device, reporter, Path(spec.output))
+    activations = {label: rows(values, measured) for label, values in extraction.activations.items()}
+    out = measure_step(spec, activations, labels, measures, plugin_of, device, reporter, "Measuring untrained network")
+    out.activations = activations
     return out
 
 

@@ -225,3 +225,27 @@ def test_registering_a_registered_plugin_is_a_clear_error():
         with pytest.raises(se.SelectivityEvalError, match="already registered"):
             with se.plugin_registered(thirdparty_plugin, name="again"):
                 pass
+
+
+def test_a_failing_am_method_keeps_everything_already_computed(write_spec, tmp_path, digits_spec):
+    class FailingAM(se.AMMethod):
+        """Always fails."""
+
+        name = "failing-am"
+
+        def run(self, context):
+            raise RuntimeError("the AM method broke")
+
+    class FailingAMPlugin:
+        @se.hookimpl
+        def register_am_methods(self, register):
+            register(FailingAM)
+
+    digits_spec.pop("output")
+    spec = write_spec({**digits_spec, "layers": ["fc2"], "measures": ["topclass"], "am": {"method": "failing-am"}})
+    with se.plugin_registered(FailingAMPlugin(), name="failing-am-plugin"):
+        result = CliRunner().invoke(app, [str(spec), "-q"])
+    assert result.exit_code == 1 and "the AM method broke" in result.output
+    for name in ("units.csv", "summary.json", "run.json", "spec.resolved.yaml"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["layers"] == {"fc2": 10}
