@@ -7,7 +7,8 @@ Random-weight AlexNet (``torchvision.models.alexnet(weights=None)``, seeded). Bo
 code with the same settings (the gradient-ascent defaults: Fourier parameters, decorrelated colour,
 jitter, scale, rotate), differing only in ``batch_size``: all units together, or 1 as Lucent-style
 tools do. Prints units per second of each, their ratio, and how far apart the two ways' images and
-activations are (see docs/am.md on rounding across batch sizes).
+activations are (see docs/am.md on rounding across batch sizes). Each precision in ``--precisions``
+(default float32 and bfloat16, the ``precision`` parameter) is timed both ways.
 
 ``--lucent-like N`` adds a third way, timed on N units: one unit at a time in a loop written as
 Lucent-style tools write it (full forward pass, weight gradients computed), same image
@@ -66,6 +67,29 @@ def lucent_like(model, layer, units, params, device) -> float:
     return time.perf_counter() - started
 
 
+def compare(model, layer, units, batched, device) -> tuple[float, float]:
+    """Times ``units`` all in one batch and one at a time, prints both and how far apart they are."""
+    single = batched.model_copy(update={"batch_size": 1})
+    warm = batched.model_copy(update={"steps": 2})
+    optimise_units(model, layer, units[:2], warm, seed=0, device=device)
+    optimise_units(model, layer, units[:1], warm.model_copy(update={"batch_size": 1}), seed=0, device=device)
+    n = len(units)
+    print(f"  {batched.precision}:")
+    batch_time, batch_result = timed(model, layer, units, batched, device)
+    print(f"    batched ({n} per batch): {batch_time:8.2f} s  {n / batch_time:8.2f} units/s")
+    single_time, single_result = timed(model, layer, units, single, device)
+    print(f"    one unit at a time:      {single_time:8.2f} s  {n / single_time:8.2f} units/s")
+    print(f"    ratio (batched / one at a time): {single_time / batch_time:.1f}x")
+    pixels = (batch_result.images - single_result.images).abs().flatten(1).amax(1)
+    reached = (batch_result.activations - single_result.activations).abs() / single_result.activations.abs()
+    print(
+        f"    the two ways' images: {int((pixels < 1e-5).sum())} of {n} equal within 1e-5, largest pixel "
+        f"difference {pixels.max().item():.2e}; activations reached differ by {reached.median().item():.1e} "
+        f"(median), {reached.max().item():.1e} (largest), relative"
+    )
+    return batch_time, single_time
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=64, help="Units of the layer to maximise (default 64).")
@@ -77,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
         "--lucent-like", type=int, default=0, metavar="N", help="Also time a Lucent-style loop on N units (0: skip)."
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
+    parser.add_argument(
+        "--precisions", default="float32,bfloat16", help="Comma-separated precisions to time (default both)."
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,34 +112,29 @@ def main(argv: list[str] | None = None) -> None:
     network = torchvision.models.alexnet(weights=None).eval()
     model = se.LoadedModel(module=network, example_input=torch.zeros(1, 3, args.size, args.size))
     units = list(range(args.units))
-    batched = OptimiseParams(steps=args.steps, image_size=args.size, batch_size=args.units, normalise="imagenet")
-    single = batched.model_copy(update={"batch_size": 1})
-    warm = batched.model_copy(update={"steps": 2})
-    optimise_units(model, args.layer, units[:2], warm, seed=0, device=device)
-    optimise_units(model, args.layer, units[:1], warm.model_copy(update={"batch_size": 1}), seed=0, device=device)
-
     print(
         f"AlexNet (random weights) {args.layer}, {args.units} units, {args.size} px, {args.steps} steps, "
         f"{device}, {torch.get_num_threads()} threads"
     )
-    batch_time, batch_result = timed(model, args.layer, units, batched, device)
-    print(f"  batched ({args.units} per batch): {batch_time:8.2f} s  {args.units / batch_time:8.2f} units/s")
-    single_time, single_result = timed(model, args.layer, units, single, device)
-    print(f"  one unit at a time:      {single_time:8.2f} s  {args.units / single_time:8.2f} units/s")
-    print(f"  ratio (batched / one at a time): {single_time / batch_time:.1f}x")
-    pixels = (batch_result.images - single_result.images).abs().flatten(1).amax(1)
-    reached = (batch_result.activations - single_result.activations).abs() / single_result.activations.abs()
-    print(
-        f"  the two ways' images: {int((pixels < 1e-5).sum())} of {args.units} equal within 1e-5, largest pixel "
-        f"difference {pixels.max().item():.2e}; activations reached differ by {reached.median().item():.1e} "
-        f"(median), {reached.max().item():.1e} (largest), relative"
-    )
+    times = {}
+    for precision in args.precisions.split(","):
+        batched = OptimiseParams(
+            steps=args.steps, image_size=args.size, batch_size=args.units, normalise="imagenet", precision=precision
+        )
+        times[precision] = compare(model, args.layer, units, batched, device)
+    if "float32" in times and "bfloat16" in times:
+        print(
+            f"  bfloat16 batched against float32 one unit at a time: "
+            f"{times['float32'][1] / times['bfloat16'][0]:.1f}x the units per second"
+        )
+    single = OptimiseParams(steps=args.steps, image_size=args.size, batch_size=1, normalise="imagenet")
     if args.lucent_like:
         sample = units[: args.lucent_like]
         naive_time = lucent_like(model, args.layer, sample, single, device) * args.units / len(sample)
         print(
-            f"  Lucent-style loop (timed on {len(sample)} units, scaled to {args.units}): {naive_time:8.2f} s  "
-            f"{args.units / naive_time:8.2f} units/s; batched is {naive_time / batch_time:.1f}x faster"
+            f"  Lucent-style loop, float32 (timed on {len(sample)} units, scaled to {args.units}): {naive_time:8.2f} s  "
+            f"{args.units / naive_time:8.2f} units/s; batched is "
+            + ", ".join(f"{naive_time / batch_time:.1f}x faster in {name}" for name, (batch_time, _) in times.items())
         )
 
 

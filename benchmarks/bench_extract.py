@@ -5,7 +5,9 @@
 
 Both sides see the same batches from the same DataLoader setup, in one run, alternating, with
 random (seeded) weights; the store side writes every layer to a fresh store on disk each time.
-Reports the median time of each side and the overhead as a share of the bare forward pass.
+Reports the median time of each side and the overhead as a share of the bare forward pass fed
+the same channels-last images as ours (``LoadedModel.forward``), and, beside it, a bare pass fed
+plain contiguous images, as a script of one's own would be.
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ LAYERS = {
 }
 
 
-def bare(module: torch.nn.Module, dataset, batch_size: int) -> float:
+def bare(module: torch.nn.Module, dataset, batch_size: int, memory_format: torch.memory_format) -> float:
     started = time.perf_counter()
     with torch.inference_mode():
         for inputs, _positions in DataLoader(dataset, batch_size=batch_size, collate_fn=readable_items):
-            module(inputs)
+            module(inputs.contiguous(memory_format=memory_format))
     return time.perf_counter() - started
 
 
@@ -80,15 +82,17 @@ def main() -> None:
     for arch, layers in LAYERS.items():
         module = torchvision.models.get_model(arch, weights=None).eval()
         model = LoadedModel(module=module)
-        bare(module, dataset, args.batch_size)  # warm up
-        bare_times, our_times = [], []
+        bare(module, dataset, args.batch_size, torch.channels_last)  # warm up
+        plain_times, bare_times, our_times = [], [], []
         for _ in range(args.repeats):
-            bare_times.append(bare(module, dataset, args.batch_size))
+            plain_times.append(bare(module, dataset, args.batch_size, torch.contiguous_format))
+            bare_times.append(bare(module, dataset, args.batch_size, torch.channels_last))
             our_times.append(ours(model, data, layers, args.batch_size))
-        t_bare, t_ours = statistics.median(bare_times), statistics.median(our_times)
+        t_plain, t_bare, t_ours = (statistics.median(times) for times in (plain_times, bare_times, our_times))
         print(
             f"{arch:13s} bare forward {t_bare:7.3f} s | hooks + store ({len(layers)} layers) {t_ours:7.3f} s | "
-            f"overhead {100 * (t_ours - t_bare) / t_bare:+5.1f}% of the bare pass"
+            f"overhead {100 * (t_ours - t_bare) / t_bare:+5.1f}% of the bare pass | a contiguous bare pass "
+            f"{t_plain:7.3f} s, {t_plain / t_ours:.2f}x our time"
         )
 
 

@@ -241,7 +241,7 @@ def layer_rows(model) -> tuple[list[dict], bool]:
         model.module.eval()
         try:
             with torch.inference_mode():
-                model.module(example)
+                model.forward(example)
         finally:
             for handle in handles:
                 handle.remove()

@@ -115,7 +115,7 @@ def probe_units(job: ExtractJob) -> dict[str, int]:
                         "or set `on_unreadable: skip` in the data set to skip unreadable images."
                     )
                 if inputs is not None:
-                    model.module(inputs.to(device))
+                    model.forward(inputs.to(device))
                     break
     finally:
         for handle in handles:

@@ -205,7 +205,7 @@ def _run_model(model, data, layers, start, writing, store, keys, batch_size, dev
                             )
                         unreadable.append(name)
                 if inputs is not None:
-                    output = model.module(inputs.to(device))
+                    output = model.forward(inputs.to(device))
                     rows = (row + positions).numpy()
                     predicted = _top1(output)
                     for label, values in captured.items():

@@ -32,6 +32,23 @@ class LoadedModel:
     class_names: list[str] | None = None
     identity: dict[str, Any] = field(default_factory=dict)
     example_input: torch.Tensor | None = None
+    channels_last: bool = field(default=True, compare=False)
+
+    def forward(self, inputs: torch.Tensor):
+        """The network's output for a batch, images fed channels-last when the network takes them.
+
+        Convolutions and pooling run 1.5-2x faster on channels-last images with oneDNN on CPU
+        (docs/performance.md). A network whose own code needs contiguous images (a ``view`` of its
+        input, say) raises on them; that pass is repeated on contiguous images, and this model gets
+        contiguous images from then on. Values agree with a contiguous pass to float rounding.
+        """
+        if not (self.channels_last and inputs.ndim == 4 and inputs.is_floating_point()):
+            return self.module(inputs)
+        try:
+            return self.module(inputs.contiguous(memory_format=torch.channels_last))
+        except RuntimeError:
+            self.channels_last = False
+            return self.module(inputs)
 
     def untrained(self, seed: int) -> LoadedModel:
         """The same architecture with its default random initialisation, seeded: a baseline.

@@ -55,7 +55,7 @@ def dataset_maxima(
                 if inputs is not None:
                     captured.clear()
                     try:
-                        network(inputs.to(device))
+                        model.forward(inputs.to(device))
                     except StopForward:
                         pass
                     for label, values in captured.items():

@@ -64,11 +64,11 @@ class Objective:
         finally:
             handle.remove()
 
-    def __call__(self, network: torch.nn.Module, inputs: torch.Tensor):
+    def __call__(self, model: LoadedModel, inputs: torch.Tensor):
         """(the units' values, the network's output or None when the pass stopped at the layer)."""
         self.value, output = None, None
         try:
-            output = network(inputs)
+            output = model.forward(inputs)
         except StopForward:
             pass
         if self.value is None:
@@ -113,7 +113,7 @@ class BatchResult:
 
 
 def optimise_batch(
-    network: torch.nn.Module,
+    model: LoadedModel,
     target: torch.nn.Module,
     module_name: str,
     units: list[int],
@@ -123,7 +123,7 @@ def optimise_batch(
     device: torch.device,
     steps_bar: Steps | None = None,
 ) -> BatchResult:
-    """One image per unit, all optimised together; ``network`` must already be on ``device`` and prepared."""
+    """One image per unit, all optimised together; the model must already be on ``device`` and prepared."""
     generators = [torch.Generator().manual_seed(unit_seed(seed, module_name, unit)) for unit in units]
     shape = ImageParameters.shape_of(params.parameterisation, space.channels, space.size)
     initial = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
@@ -137,8 +137,9 @@ def optimise_batch(
                 image.blur_(params.blur_sigma)
             optimiser.zero_grad(set_to_none=True)
             images = image.images()
-            values, _ = objective(network, space.to_model(affine(images, step)))
-            loss = -values.sum()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.precision == "bfloat16"):
+                values, _ = objective(model, space.to_model(affine(images, step)))
+            loss = -values.float().sum()
             if params.l2:
                 loss = loss + params.l2 * l2_decay(images).sum()
             if params.tv:
@@ -148,15 +149,15 @@ def optimise_batch(
             if steps_bar is not None:
                 steps_bar.advance(len(units))
     final = image.images().detach()
-    return evaluate(network, target, final, units, space, params.objective, device)
+    return evaluate(model, target, final, units, space, params.objective, device)
 
 
 @torch.inference_mode()
-def evaluate(network, target, images, units, space, objective_kind, device) -> BatchResult:
-    """The units' values and the network's top-1 class for clean images (one full forward pass)."""
+def evaluate(model, target, images, units, space, objective_kind, device) -> BatchResult:
+    """The units' values and the network's top-1 class for clean images (one full float32 forward pass)."""
     objective = Objective(target, torch.tensor(units, device=device), objective_kind, stop=False)
     with objective.attached():
-        values, output = objective(network, space.to_model(images.to(device)))
+        values, output = objective(model, space.to_model(images.to(device)))
     if isinstance(output, (tuple, list)):
         output = output[0]
     top1 = probability = None
@@ -186,7 +187,7 @@ def optimise_units(
     with prepared(network):
         for start in range(0, len(units), params.batch_size):
             chunk = units[start : start + params.batch_size]
-            parts.append(optimise_batch(network, target, module_name, chunk, space, params, seed, device, steps_bar))
+            parts.append(optimise_batch(model, target, module_name, chunk, space, params, seed, device, steps_bar))
     return BatchResult(
         images=torch.cat([p.images for p in parts]),
         activations=torch.cat([p.activations for p in parts]),
@@ -210,7 +211,7 @@ def layer_outputs(model: LoadedModel, module_names: list[str], space: InputSpace
         handles.append(modules[name].register_forward_hook(hook))
     try:
         with prepared(model.module), torch.inference_mode():
-            model.module(space.to_model(space.zeros(1, model_device(model.module))))
+            model.forward(space.to_model(space.zeros(1, model_device(model.module))))
     except Exception as error:
         raise UserInputError(
             f"{where}image_size: the model cannot take a {space.channels}x{space.size[0]}x{space.size[1]} image: "

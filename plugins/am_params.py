@@ -47,6 +47,11 @@ class OptimiseParams(PluginParams):
         description="auto: the model transform's mean/std when it has them, else none; imagenet: ImageNet's.",
     )
     seed: int | None = Field(None, description="Seed of every random draw; None: the run's seed.")
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="bfloat16: optimise with the network under bfloat16 autocast, about 3x faster on CPUs with "
+        "AMX and on recent GPUs, slower elsewhere; activations reported are from a float32 pass either way.",
+    )
 
     @field_validator("scale")
     @classmethod

@@ -76,6 +76,20 @@ def test_every_digit_logit_image_beats_all_real_digits_and_is_classified_as_its_
     assert torch.allclose(logits[torch.arange(10), torch.arange(10)], result.activations, atol=1e-4)
 
 
+def test_bfloat16_optimisation_still_beats_every_real_digit_and_reports_float32_values(digits_model, digits_inputs):
+    inputs, _ = digits_inputs
+    result = se.maximise(digits_model, "fc2", list(range(10)), precision="bfloat16", **TINY)
+    data_max = pre_relu_maxima(digits_model, "classifier.3", inputs)
+    assert (result.activations.numpy() > data_max).all(), (result.activations, data_max)
+    assert result.top1.tolist() == list(range(10))
+    assert result.activations.dtype == torch.float32
+    with torch.inference_mode():
+        logits = digits_model.module(result.images)
+    assert torch.allclose(logits[torch.arange(10), torch.arange(10)], result.activations, atol=1e-4)
+    float32 = se.maximise(digits_model, "fc2", list(range(10)), **TINY)
+    assert not torch.equal(float32.images, result.images)
+
+
 def test_imagenet_mobilenet_class_images_are_assigned_to_their_class():
     """Real ImageNet weights: the network itself gives each AM image its class, with probability > 0.5."""
     weights_package = pytest.importorskip(
