@@ -3,6 +3,7 @@ image data sets' spec validation."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -80,7 +81,11 @@ def test_identity_hash_follows_the_listing(folder):
     first = ImageFolder(root=str(folder)).load(seed=0).identity["sha256"]
     assert ImageFolder(root=str(folder)).load(seed=5).identity["sha256"] == first
     write_image(folder / "cat" / "c0.png", COLOURS[0], size=(20, 20))  # same name, another size
-    assert ImageFolder(root=str(folder)).load(seed=0).identity["sha256"] != first
+    resized = ImageFolder(root=str(folder)).load(seed=0).identity["sha256"]
+    assert resized != first
+    status = (folder / "cat" / "c0.png").stat()
+    os.utime(folder / "cat" / "c0.png", ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # rewritten in place
+    assert ImageFolder(root=str(folder)).load(seed=0).identity["sha256"] not in (first, resized)
 
 
 def test_limit_per_class_keeps_the_first_files_of_each_class(folder):
