@@ -134,6 +134,7 @@ def validate(
     debug: DebugOption = False,
 ) -> None:
     """Check a spec, its plugins' parameters and its layer names, without running anything heavy."""
+    from selectivity_eval.core.executor import require_dask
     from selectivity_eval.core.extract import resolve_layers
     from selectivity_eval.core.plugins import get_registry
     from selectivity_eval.core.run import load_model, resolve_device
@@ -143,6 +144,8 @@ def validate(
         registry = get_registry()
         checked = load_spec(spec, registry)
         resolve_device(checked.device)
+        if checked.executor is not None and checked.executor.kind == "dask":
+            require_dask()
         resolve_layers(load_model(checked, registry), checked.layers)
         layers, measures = len(checked.layers), len(checked.measures or [])
         stdout.print(

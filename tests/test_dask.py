@@ -324,6 +324,8 @@ def test_dask_spec_without_the_extra_exits_2_with_the_install_hint(tmp_path, mon
     assert result.exit_code == 2, result.output
     assert "pip install 'selectivity-eval[dask]'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "dask").exists()
+    checked = CliRunner().invoke(app, ["validate", str(spec_file(tmp_path, "dask", spec))])
+    assert checked.exit_code == 2 and "pip install 'selectivity-eval[dask]'" in checked.output, checked.output
 
 
 def test_the_core_runs_without_dask(tmp_path):
