@@ -39,16 +39,21 @@ class LoadedModel:
 
         Convolutions and pooling run 1.5-2x faster on channels-last images with oneDNN on CPU
         (docs/performance.md). A network whose own code needs contiguous images (a ``view`` of its
-        input, say) raises on them; that pass is repeated on contiguous images, and this model gets
-        contiguous images from then on. Values agree with a contiguous pass to float rounding.
+        input, say) raises on them; that pass is repeated on contiguous images, and when it works
+        this model gets contiguous images from then on. An error the contiguous pass repeats, and
+        running out of memory, reach the caller with the setting unchanged. Values agree with a
+        contiguous pass to float rounding.
         """
         if not (self.channels_last and inputs.ndim == 4 and inputs.is_floating_point()):
             return self.module(inputs)
         try:
             return self.module(inputs.contiguous(memory_format=torch.channels_last))
+        except torch.OutOfMemoryError:
+            raise
         except RuntimeError:
+            output = self.module(inputs)
             self.channels_last = False
-            return self.module(inputs)
+            return output
 
     def untrained(self, seed: int) -> LoadedModel:
         """The same architecture with its default random initialisation, seeded: a baseline.

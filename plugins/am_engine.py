@@ -9,6 +9,8 @@ generator seeded per unit. So a unit's image is the same, up to float rounding, 
 
 from __future__ import annotations
 
+import gc
+import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,7 +125,11 @@ def optimise_batch(
     device: torch.device,
     steps_bar: Steps | None = None,
 ) -> BatchResult:
-    """One image per unit, all optimised together; the model must already be on ``device`` and prepared."""
+    """One image per unit, all optimised together; the model must already be on ``device`` and prepared.
+
+    When the batch runs out of memory, the progress it reported is taken back before the error
+    propagates, so that ``optimise_units`` can run the units again in smaller batches.
+    """
     generators = [torch.Generator().manual_seed(unit_seed(seed, module_name, unit)) for unit in units]
     shape = ImageParameters.shape_of(params.parameterisation, space.channels, space.size)
     initial = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
@@ -131,25 +137,39 @@ def optimise_batch(
     affine = RandomAffine(generators, params.steps, space.size, params.jitter, tuple(params.scale), params.rotate, device)
     optimiser = torch.optim.Adam(image.parameters(), lr=params.lr)
     objective = Objective(target, torch.tensor(units, device=device), params.objective, stop=True)
-    with objective.attached():
-        for step in range(params.steps):
-            if params.blur_every and step and step % params.blur_every == 0:
-                image.blur_(params.blur_sigma)
-            optimiser.zero_grad(set_to_none=True)
-            images = image.images()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.precision == "bfloat16"):
-                values, _ = objective(model, space.to_model(affine(images, step)))
-            loss = -values.float().sum()
-            if params.l2:
-                loss = loss + params.l2 * l2_decay(images).sum()
-            if params.tv:
-                loss = loss + params.tv * total_variation(images).sum()
-            loss.backward()
-            optimiser.step()
-            if steps_bar is not None:
-                steps_bar.advance(len(units))
-    final = image.images().detach()
-    return evaluate(model, target, final, units, space, params.objective, device)
+    done = 0
+    try:
+        with objective.attached():
+            for step in range(params.steps):
+                if params.blur_every and step and step % params.blur_every == 0:
+                    image.blur_(params.blur_sigma)
+                optimiser.zero_grad(set_to_none=True)
+                images = image.images()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=params.precision == "bfloat16"):
+                    values, _ = objective(model, space.to_model(affine(images, step)))
+                loss = -values.float().sum()
+                if params.l2:
+                    loss = loss + params.l2 * l2_decay(images).sum()
+                if params.tv:
+                    loss = loss + params.tv * total_variation(images).sum()
+                loss.backward()
+                optimiser.step()
+                if steps_bar is not None:
+                    steps_bar.advance(len(units))
+                done += 1
+        final = image.images().detach()
+        return evaluate(model, target, final, units, space, params.objective, device)
+    except RuntimeError as error:
+        if steps_bar is not None and out_of_memory(error):
+            steps_bar.advance(-len(units) * done)
+        raise
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: CUDA's OutOfMemoryError or the CPU allocator's."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+    )
 
 
 @torch.inference_mode()
@@ -179,21 +199,51 @@ def optimise_units(
     space: InputSpace | None = None,
     steps_bar: Steps | None = None,
 ) -> BatchResult:
-    """Every unit's image, ``params.batch_size`` units at a time; the model is moved to ``device``."""
+    """Every unit's image, ``params.batch_size`` units at a time; the model is moved to ``device``.
+
+    A batch that runs out of memory is run again as two halves, and so on down to one image, so
+    the batch size settles at what fits; a unit's image does not depend on its batch's size beyond
+    float rounding (docs/am.md).
+    """
     space = space or input_space(model, params)
     network = model.module.to(device)
     target = dict(network.named_modules())[module_name]
-    parts = []
+    parts, size, start = [], params.batch_size, 0
     with prepared(network):
-        for start in range(0, len(units), params.batch_size):
-            chunk = units[start : start + params.batch_size]
-            parts.append(optimise_batch(model, target, module_name, chunk, space, params, seed, device, steps_bar))
+        while start < len(units):
+            chunk = units[start : start + size]
+            try:
+                parts.append(optimise_batch(model, target, module_name, chunk, space, params, seed, device, steps_bar))
+            except RuntimeError as error:
+                if not out_of_memory(error):
+                    raise
+                if len(chunk) == 1:
+                    raise UserInputError(
+                        f"am: one {space.channels}x{space.size[0]}x{space.size[1]} image for {module_name!r} does not "
+                        f"fit in memory on {device}. Lower `image_size`, or run AM on a device with more memory."
+                    ) from None
+                size = len(chunk) // 2
+                warnings.warn(
+                    f"AM of {module_name!r}: a batch of {len(chunk)} images did not fit in memory on {device}; "
+                    f"going on with batches of {size} (set `batch_size: {size}` to start there).",
+                    stacklevel=2,
+                )
+                release_memory(device)
+                continue
+            start += len(chunk)
     return BatchResult(
         images=torch.cat([p.images for p in parts]),
         activations=torch.cat([p.activations for p in parts]),
         top1=None if parts[0].top1 is None else torch.cat([p.top1 for p in parts]),
         top1_probability=None if parts[0].top1 is None else torch.cat([p.top1_probability for p in parts]),
     )
+
+
+def release_memory(device: torch.device) -> None:
+    """Give cached blocks of a failed batch back to the device before the smaller batches run."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def layer_outputs(model: LoadedModel, module_names: list[str], space: InputSpace, where: str = "") -> dict[str, tuple[int, ...]]:

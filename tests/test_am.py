@@ -16,7 +16,9 @@ import selectivity_eval as se
 from selectivity_eval.core.cli import app
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.outputs import read_units_csv
+from selectivity_eval.plugins.am_engine import optimise_units
 from selectivity_eval.plugins.am_outputs import AM_CSV_COLUMNS
+from selectivity_eval.plugins.am_params import OptimiseParams
 from selectivity_eval.plugins.digits import digits_arrays
 from selectivity_eval.plugins.digits_cnn import DigitsCNNSource
 
@@ -88,6 +90,49 @@ def test_bfloat16_optimisation_still_beats_every_real_digit_and_reports_float32_
     assert torch.allclose(logits[torch.arange(10), torch.arange(10)], result.activations, atol=1e-4)
     float32 = se.maximise(digits_model, "fc2", list(range(10)), **TINY)
     assert not torch.equal(float32.images, result.images)
+
+
+class FitsBatchesOf(torch.nn.Module):
+    """A network that runs out of memory on batches of more than ``limit`` images, as a small GPU would."""
+
+    def __init__(self, inner: torch.nn.Module, limit: int):
+        super().__init__()
+        self.inner, self.limit = inner, limit
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (simulated, a batch of {x.shape[0]})")
+        return self.inner(x)
+
+
+class CountedSteps:
+    def __init__(self):
+        self.total = 0
+
+    def advance(self, amount: int = 1) -> None:
+        self.total += amount
+
+
+def test_batches_that_run_out_of_memory_are_halved_until_they_fit(digits_model):
+    wrapped = se.LoadedModel(module=FitsBatchesOf(digits_model.module, 2), example_input=digits_model.example_input)
+    settings, units = OptimiseParams(batch_size=8, **TINY), list(range(10))
+    bar = CountedSteps()
+    with pytest.warns(UserWarning) as caught:
+        halved = optimise_units(wrapped, "inner.classifier.3", units, settings, seed=0, device=torch.device("cpu"), steps_bar=bar)
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == 2 and all("did not fit in memory on cpu" in message for message in messages)
+    assert "a batch of 8 images" in messages[0] and "going on with batches of 4" in messages[0]
+    assert "a batch of 4 images" in messages[1] and "going on with batches of 2" in messages[1]
+    assert bar.total == 10 * settings.steps
+    in_pairs = se.maximise(wrapped, "inner.classifier.3", units, batch_size=2, **TINY)
+    assert torch.equal(halved.images, in_pairs.images) and torch.equal(halved.activations, in_pairs.activations)
+    assert halved.top1.tolist() == units
+
+
+def test_one_image_that_does_not_fit_is_an_error_naming_image_size(digits_model):
+    wrapped = se.LoadedModel(module=FitsBatchesOf(digits_model.module, 0), example_input=digits_model.example_input)
+    with pytest.raises(UserInputError, match=r"one 1x8x8 image .* does not fit in memory on cpu\. Lower `image_size`"):
+        optimise_units(wrapped, "inner.classifier.3", [3], OptimiseParams(**TINY), seed=0, device=torch.device("cpu"))
 
 
 def test_imagenet_mobilenet_class_images_are_assigned_to_their_class():

@@ -55,10 +55,26 @@ def test_a_network_that_views_its_input_falls_back_to_contiguous_images_for_good
         assert torch.equal(model.forward(images), network(images))
 
 
-def test_a_genuine_error_still_reaches_the_caller():
+def test_a_genuine_error_still_reaches_the_caller_and_keeps_channels_last():
     model = LoadedModel(module=ViewsItsInput())
-    with pytest.raises(RuntimeError), torch.inference_mode():
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"), torch.inference_mode():
         model.forward(torch.rand(2, 3, 9, 9))
+    assert model.channels_last
+
+
+def test_running_out_of_memory_is_not_taken_for_a_layout_problem():
+    calls = []
+
+    def out_of_memory(_module, args):
+        calls.append(args[0].is_contiguous())
+        raise torch.OutOfMemoryError("out of memory (simulated)")
+
+    network = small_cnn()
+    network.register_forward_pre_hook(out_of_memory)
+    model = LoadedModel(module=network)
+    with pytest.raises(torch.OutOfMemoryError), torch.inference_mode():
+        model.forward(torch.rand(2, 3, 16, 16))
+    assert calls == [False] and model.channels_last
 
 
 def test_inputs_that_are_not_image_batches_pass_through_unchanged():
