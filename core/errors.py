@@ -17,6 +17,15 @@ class UserInputError(SelectivityEvalError):
     exit_code = 2
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: CUDA's OutOfMemoryError or the CPU allocator's."""
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+    )
+
+
 @dataclass(frozen=True)
 class SpecProblem:
     """One problem in a spec, at a location such as ``layers[2].pool``."""

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.errors import UserInputError, out_of_memory
 from selectivity_eval.core.progress import Reporter
 from selectivity_eval.core.sources import LoadedDataset, LoadedModel
 from selectivity_eval.core.store import ActivationStore, StoredLayer
@@ -205,7 +205,16 @@ def _run_model(model, data, layers, start, writing, store, keys, batch_size, dev
                             )
                         unreadable.append(name)
                 if inputs is not None:
-                    output = model.forward(inputs.to(device))
+                    try:
+                        output = model.forward(inputs.to(device))
+                    except RuntimeError as error:
+                        if not out_of_memory(error):
+                            raise
+                        raise UserInputError(
+                            f"batch_size: a batch of {len(positions)} images does not fit in memory on {device}. "
+                            f"Lower the spec's `batch_size` and run again; the {row - start} images done so far are "
+                            "kept, and extraction resumes after them."
+                        ) from None
                     rows = (row + positions).numpy()
                     predicted = _top1(output)
                     for label, values in captured.items():
@@ -224,6 +233,10 @@ def _run_model(model, data, layers, start, writing, store, keys, batch_size, dev
                     for target in writing.values():
                         store.checkpoint(target, row)
                     last_checkpoint = time.monotonic()
+    except BaseException:
+        for target in writing.values():
+            store.checkpoint(target, row)
+        raise
     finally:
         for handle in handles:
             handle.remove()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.errors import UserInputError, out_of_memory
 from selectivity_eval.core.progress import Steps
 from selectivity_eval.core.sources import LoadedModel
 from selectivity_eval.plugins.am_image import ImageParameters
@@ -163,13 +163,6 @@ def optimise_batch(
         if steps_bar is not None and out_of_memory(error):
             steps_bar.advance(-len(units) * done)
         raise
-
-
-def out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocation that failed: CUDA's OutOfMemoryError or the CPU allocator's."""
-    return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
-    )
 
 
 @torch.inference_mode()

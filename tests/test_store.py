@@ -132,6 +132,32 @@ def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(write_s
         np.testing.assert_array_equal(np.load(directory / "values.npy"), resumed[directory.name])
 
 
+def test_running_out_of_memory_names_batch_size_and_keeps_the_batches_done(write_spec, tmp_path, monkeypatch):
+    original = DigitsCNN.forward
+    batches = []
+
+    def out_of_memory_on_fifth_batch(self, x):
+        if len(batches) == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        batches.append(len(x))
+        return original(self, x)
+
+    monkeypatch.setattr(DigitsCNN, "forward", out_of_memory_on_fifth_batch)
+    spec = write_spec(SPEC)
+    result = run(spec)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "batch_size: a batch of 64 images does not fit in memory on cpu" in message
+    assert "the 256 images done so far are kept" in message and "Traceback" not in result.output
+    partial = sorted((tmp_path / "run" / "activations").iterdir())
+    assert len(partial) == 3
+    assert all(json.loads((d / "progress.json").read_text())["rows_done"] == 4 * 64 for d in partial)
+
+    monkeypatch.setattr(DigitsCNN, "forward", original)
+    assert run(spec).exit_code == 0
+    assert set(record(tmp_path)["activation_cache"].values()) == {"resumed at image 256"}
+
+
 class FlakyDigitsParams(se.PluginParams):
     on_unreadable: str = "fail"
     broken: list[int] = Field(default_factory=list)
