@@ -23,6 +23,7 @@ import time
 
 import torch
 import torchvision
+from torch.utils.flop_counter import FlopCounterMode
 
 import selectivity_eval as se
 from selectivity_eval.plugins.am_engine import optimise_units, unit_seed, unit_values
@@ -67,6 +68,17 @@ def lucent_like(model, layer, units, params, device) -> float:
     return time.perf_counter() - started
 
 
+def flops_per_step(model, layer, params, device) -> int:
+    """Floating-point operations of the network (convolutions, matrix products and their gradients)
+    in one optimisation step of one image: a two-step run's count less a one-step run's."""
+    counts = []
+    for steps in (1, 2):
+        with FlopCounterMode(display=False) as counter:
+            optimise_units(model, layer, [0], params.model_copy(update={"steps": steps, "batch_size": 1}), seed=0, device=device)
+        counts.append(counter.get_total_flops())
+    return counts[1] - counts[0]
+
+
 def compare(model, layer, units, batched, device) -> tuple[float, float]:
     """Times ``units`` all in one batch and one at a time, prints both and how far apart they are."""
     single = batched.model_copy(update={"batch_size": 1})
@@ -80,6 +92,11 @@ def compare(model, layer, units, batched, device) -> tuple[float, float]:
     single_time, single_result = timed(model, layer, units, single, device)
     print(f"    one unit at a time:      {single_time:8.2f} s  {n / single_time:8.2f} units/s")
     print(f"    ratio (batched / one at a time): {single_time / batch_time:.1f}x")
+    work = flops_per_step(model, layer, batched, device) * n * batched.steps
+    print(
+        f"    the network's arithmetic ({work / 1e12:.2f} TFLOP, counted by torch's FlopCounterMode) runs at "
+        f"{work / batch_time / 1e9:.0f} GFLOP/s batched, {work / single_time / 1e9:.0f} GFLOP/s one at a time"
+    )
     pixels = (batch_result.images - single_result.images).abs().flatten(1).amax(1)
     reached = (batch_result.activations - single_result.activations).abs() / single_result.activations.abs()
     print(
