@@ -68,6 +68,21 @@ def lucent_like(model, layer, units, params, device) -> float:
     return time.perf_counter() - started
 
 
+def matmul_rate(dtype: torch.dtype, device: torch.device, side: int = 4096) -> float:
+    """GFLOP/s of a large square matrix product: about as fast as this machine does arithmetic in ``dtype``."""
+    a = torch.randn(side, side, device=device).to(dtype)
+    b = torch.randn(side, side, device=device).to(dtype)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(3):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 3 * 2 * side**3 / (time.perf_counter() - started) / 1e9
+
+
 def flops_per_step(model, layer, params, device) -> int:
     """Floating-point operations of the network (convolutions, matrix products and their gradients)
     in one optimisation step of one image: a two-step run's count less a one-step run's."""
@@ -93,9 +108,11 @@ def compare(model, layer, units, batched, device) -> tuple[float, float]:
     print(f"    one unit at a time:      {single_time:8.2f} s  {n / single_time:8.2f} units/s")
     print(f"    ratio (batched / one at a time): {single_time / batch_time:.1f}x")
     work = flops_per_step(model, layer, batched, device) * n * batched.steps
+    dtype = torch.bfloat16 if batched.precision == "bfloat16" else torch.float32
     print(
         f"    the network's arithmetic ({work / 1e12:.2f} TFLOP, counted by torch's FlopCounterMode) runs at "
-        f"{work / batch_time / 1e9:.0f} GFLOP/s batched, {work / single_time / 1e9:.0f} GFLOP/s one at a time"
+        f"{work / batch_time / 1e9:.0f} GFLOP/s batched, {work / single_time / 1e9:.0f} GFLOP/s one at a time; "
+        f"a 4096x4096 {batched.precision} matrix product here: {matmul_rate(dtype, device):.0f} GFLOP/s"
     )
     pixels = (batch_result.images - single_result.images).abs().flatten(1).amax(1)
     reached = (batch_result.activations - single_result.activations).abs() / single_result.activations.abs()
