@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
             f"  bfloat16 batched against float32 one unit at a time: "
             f"{times['float32'][1] / times['bfloat16'][0]:.1f}x the units per second"
         )
-    single = OptimiseParams(steps=args.steps, image_size=args.size, batch_size=1, normalise="imagenet")
     if args.lucent_like:
+        single = OptimiseParams(steps=args.steps, image_size=args.size, batch_size=1, normalise="imagenet")
         sample = units[: args.lucent_like]
         naive_time = lucent_like(model, args.layer, sample, single, device) * args.units / len(sample)
         print(
