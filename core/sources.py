@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -12,6 +13,32 @@ import torch
 from torch.utils.data import Dataset
 
 from selectivity_eval.core.plugin_base import Plugin
+
+
+TF32_SETTINGS = (
+    (torch.backends.cudnn.conv, "fp32_precision"),
+    (torch.backends.cudnn.rnn, "fp32_precision"),
+    (torch.backends.cuda.matmul, "fp32_precision"),
+)
+
+
+@contextmanager
+def ieee_float32() -> Iterator[None]:
+    """Full float32 arithmetic in CUDA convolutions, recurrent layers and matrix products for the block.
+
+    torch lets cuDNN convolutions use TF32 (a 10-bit mantissa) by default, which moves activations
+    by about 1e-3 relative: enough to reorder near ties, and to make a GPU run disagree with the CPU
+    run of the same study. Inside the block TF32 is off; torch's settings are restored after it.
+    bfloat16 autocast (AM's ``precision: bfloat16``) is unaffected.
+    """
+    saved = [getattr(owner, name) for owner, name in TF32_SETTINGS]
+    for owner, name in TF32_SETTINGS:
+        setattr(owner, name, "ieee")
+    try:
+        yield
+    finally:
+        for (owner, name), value in zip(TF32_SETTINGS, saved):
+            setattr(owner, name, value)
 
 
 @dataclass
@@ -42,18 +69,19 @@ class LoadedModel:
         input, say) raises on them; that pass is repeated on contiguous images, and when it works
         this model gets contiguous images from then on. An error the contiguous pass repeats, and
         running out of memory, reach the caller with the setting unchanged. Values agree with a
-        contiguous pass to float rounding.
+        contiguous pass to float rounding. On a GPU the pass is IEEE float32 (``ieee_float32``).
         """
-        if not (self.channels_last and inputs.ndim == 4 and inputs.is_floating_point()):
-            return self.module(inputs)
-        try:
-            return self.module(inputs.contiguous(memory_format=torch.channels_last))
-        except torch.OutOfMemoryError:
-            raise
-        except RuntimeError:
-            output = self.module(inputs)
-            self.channels_last = False
-            return output
+        with ieee_float32():
+            if not (self.channels_last and inputs.ndim == 4 and inputs.is_floating_point()):
+                return self.module(inputs)
+            try:
+                return self.module(inputs.contiguous(memory_format=torch.channels_last))
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError:
+                output = self.module(inputs)
+                self.channels_last = False
+                return output
 
     def untrained(self, seed: int) -> LoadedModel:
         """The same architecture with its default random initialisation, seeded: a baseline.

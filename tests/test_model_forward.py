@@ -99,3 +99,17 @@ def test_extraction_from_a_network_that_needs_contiguous_images():
         expected = model.module(images).numpy()
     np.testing.assert_allclose(extraction.activations["fc"], expected, rtol=1e-6)
     assert not model.channels_last
+
+
+def test_every_pass_is_ieee_float32_and_torch_settings_come_back_after_it():
+    def settings():
+        return torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+
+    seen = []
+    network = small_cnn()
+    network.register_forward_pre_hook(lambda _m, _args: seen.append(settings()))
+    before = settings()
+    assert before != ("ieee", "ieee")  # torch's defaults allow TF32 in cuDNN convolutions
+    with torch.inference_mode():
+        LoadedModel(module=network).forward(torch.rand(2, 3, 16, 16))
+    assert seen == [("ieee", "ieee")] and settings() == before
