@@ -45,7 +45,7 @@ class ImageParameters:
         freqs = torch.from_numpy(rfft2d_freqs(self.height, self.width)).float().to(device)
         self.freqs = freqs
         if kind == "fourier":
-            self.spectrum_scale = (1.0 / freqs.clamp(min=1.0 / max(self.height, self.width)))[None, None, :, :, None]
+            self.spectrum_scale = 1.0 / freqs.clamp(min=1.0 / max(self.height, self.width)) / FOURIER_MAGIC
         self.colour = torch.from_numpy(COLOUR_DECORRELATION).to(device)
 
     @staticmethod
@@ -62,8 +62,8 @@ class ImageParameters:
     def unbounded(self) -> torch.Tensor:
         """The image before colour decorrelation and sigmoid."""
         if self.kind == "fourier":
-            spectrum = torch.view_as_complex((self.spectrum_scale * self.tensor).contiguous())
-            return torch.fft.irfft2(spectrum, s=(self.height, self.width), norm="ortho") / FOURIER_MAGIC
+            spectrum = torch.view_as_complex(self.tensor) * self.spectrum_scale
+            return torch.fft.irfft2(spectrum, s=(self.height, self.width), norm="ortho")
         return self.tensor
 
     def images(self) -> torch.Tensor:
