@@ -87,7 +87,7 @@ def ranked_top_indices(values: torch.Tensor, k: int) -> torch.Tensor:
     return by_index.gather(0, order)
 
 
-ROW_BLOCK_BYTES = 2**20
+ROW_BLOCK_BYTES = 4 * 2**20
 CANDIDATES_PER_SLOT = 8
 
 
