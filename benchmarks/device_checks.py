@@ -12,6 +12,10 @@ Each check prints PASS or FAIL with what it measured; the exit code is the numbe
 3. AM on the device, in float32 and bfloat16: every digit logit's image beats every real digit
    and is classified as its digit.
 Then, unless ``--no-benchmarks``, it runs bench_measures.py and bench_am.py on the device.
+
+On a machine whose Python already holds torch and the scientific stack (the lent H200 does, torch
+2.11 there, pydantic not), install what is missing from carried wheels and then this package
+with ``pip install --no-deps .`` before running the script.
 """
 
 from __future__ import annotations
