@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from selectivity_eval.core.errors import out_of_memory
 from selectivity_eval.core.plugin_base import Plugin
 
 
@@ -76,9 +77,9 @@ class LoadedModel:
                 return self.module(inputs)
             try:
                 return self.module(inputs.contiguous(memory_format=torch.channels_last))
-            except torch.OutOfMemoryError:
-                raise
-            except RuntimeError:
+            except RuntimeError as error:
+                if out_of_memory(error):
+                    raise
                 output = self.module(inputs)
                 self.channels_last = False
                 return output
