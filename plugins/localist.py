@@ -37,7 +37,7 @@ class Localist(Measure):
         norm = torch.where(spread > 0, gap / spread, 0.0)
 
         off_class = torch.argmin(stats.class_min, dim=0)
-        second_lowest_min = torch.topk(stats.class_min, 2, dim=0, largest=False).values[1]
+        second_lowest_min = stats.class_min.scatter(0, off_class.unsqueeze(0), torch.inf).amin(0)
         off_gap = second_lowest_min.double() - stats.class_max.gather(0, off_class.unsqueeze(0)).squeeze(0).double()
         return {
             "localist_class": on_class,

@@ -25,17 +25,19 @@ class Precision(Measure):
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
         k = min(self.params.top_n, stats.n_images)
         top_classes = stats.labels.codes[stats.top_indices(k)]
-        shape = (stats.n_classes, stats.n_units)
-        counts = torch.zeros(shape, dtype=torch.int64, device=stats.device)
-        counts.scatter_add_(0, top_classes, torch.ones_like(top_classes))
-        place = torch.arange(k, device=stats.device).unsqueeze(1).expand_as(top_classes)
-        first_place = torch.full(shape, k, dtype=torch.int64, device=stats.device)
-        first_place.scatter_reduce_(0, top_classes, place, "amin")
+        # Runs of one class in each unit's top set sorted by class; a stable sort puts every run's
+        # highest-ranked image first, so each run knows its count and its best place.
+        by_class, place = torch.sort(top_classes, dim=0, stable=True)
+        starts = torch.ones_like(by_class, dtype=torch.bool)
+        starts[1:] = by_class[1:] != by_class[:-1]
+        run = torch.cumsum(starts, 0) - 1
+        counts = torch.zeros_like(run).scatter_add_(0, run, torch.ones_like(run))
+        first_place = torch.full_like(run, k).scatter_reduce_(0, run, place, "amin")
         most_then_earliest = counts * (k + 1) + (k - first_place)
-        winner = torch.argmax(most_then_earliest, dim=0)
+        winning_run = torch.argmax(most_then_earliest, dim=0, keepdim=True)
         return {
-            "precision_class": winner,
-            "precision": counts.gather(0, winner.unsqueeze(0)).squeeze(0).double() / k,
+            "precision_class": top_classes.gather(0, first_place.gather(0, winning_run)).squeeze(0),
+            "precision": counts.gather(0, winning_run).squeeze(0).double() / k,
         }
 
 
