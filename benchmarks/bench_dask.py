@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_measures import FOUR, relu_gaussian  # noqa: E402
 from selectivity_eval.core.compute import as_activation_tensor, compute_layer, resolve_measures  # noqa: E402
 from selectivity_eval.core.progress import Reporter  # noqa: E402
-from selectivity_eval.core.stats import Labels  # noqa: E402
+from selectivity_eval.core.labels import Labels  # noqa: E402
 from selectivity_eval.schemas.spec import RunSpec  # noqa: E402
 
 MiB = 2**20

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from selectivity_eval.core.compute import as_activation_tensor, measure_columns, resolve_measures, unit_chunks
+from selectivity_eval.core.labels import Labels
 from selectivity_eval.core.measure import Column, Measure
-from selectivity_eval.core.stats import Labels, LayerStats
+from selectivity_eval.core.stats import LayerStats
 
 NULL_SUFFIXES = ("_null_mean", "_null_std", "_z", "_p")
 GROUP_BYTES = 128 * 2**20

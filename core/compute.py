@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from selectivity_eval.core.labels import Labels
 from selectivity_eval.core.measure import Column, Measure
-from selectivity_eval.core.stats import Labels, LayerStats
+from selectivity_eval.core.stats import LayerStats
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 CLASS_STATS_BYTES = 16 * 2**20

@@ -23,8 +23,8 @@ from selectivity_eval.core.compute import as_activation_tensor, compute_layer
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.executor import StoredRows
 from selectivity_eval.core.extract import InMemoryStore, ResolvedLayer, _run_model, readable_items
+from selectivity_eval.core.labels import Labels
 from selectivity_eval.core.shard_store import mark_done, open_rows, shard_done
-from selectivity_eval.core.stats import Labels
 from selectivity_eval.core.store import content_key
 
 KEEP_LOADED = 2  # models (with their data sets) a worker process keeps between tasks

@@ -17,6 +17,7 @@ from selectivity_eval.core.am import AMContext
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.executor import executor_record, executor_scope
 from selectivity_eval.core.extract import resolve_layers
+from selectivity_eval.core.labels import Labels
 from selectivity_eval.core.measure import Column, Measure
 from selectivity_eval.core.outputs import summarise_layer, write_json, write_resolved_spec, write_units_csv
 from selectivity_eval.core.plugins import Registry, get_registry
@@ -32,7 +33,6 @@ from selectivity_eval.core.run_steps import (
     untrained_step,
 )
 from selectivity_eval.core.sources import LoadedModel
-from selectivity_eval.core.stats import Labels
 from selectivity_eval.schemas.spec import RunSpec
 
 

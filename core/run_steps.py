@@ -13,10 +13,10 @@ from selectivity_eval.core.compute import as_activation_tensor, compute_layer
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.executor import current_executor, remember_rows
 from selectivity_eval.core.extract import Extraction, ResolvedLayer, extract_activations
+from selectivity_eval.core.labels import Labels
 from selectivity_eval.core.measure import Measure
 from selectivity_eval.core.progress import Reporter
 from selectivity_eval.core.sources import LoadedDataset, LoadedModel
-from selectivity_eval.core.stats import Labels
 from selectivity_eval.core.store import ActivationStore, content_key
 from selectivity_eval.schemas.spec import RunSpec
 

@@ -7,104 +7,55 @@ the same object, so a layer pays for a class maximum or a top-k ranking once, wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 from functools import cached_property
+from types import ModuleType
 
-import numpy as np
 import torch
 
+from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.labels import Labels
+from selectivity_eval.core.ranking import Candidates, kth_largest, nonzero_sparse, ranked_top_indices
 
-@dataclass(frozen=True)
-class Labels:
-    """Class labels of the images, coded 0..C-1 in ascending order of the original label values.
+KERNELS_VARIABLE = "SELECTIVITY_EVAL_KERNELS"
+KERNEL_MODES = ("auto", "compiled", "torch")
+COMPILED_MIN_ACTIVATIONS = 2**24
 
-    Only classes with at least one image exist, so ``counts`` is never zero.
+
+def compiled_kernels(activations: torch.Tensor) -> ModuleType | None:
+    """``stats_kernels`` when its compiled passes should compute these activations' statistics.
+
+    ``SELECTIVITY_EVAL_KERNELS`` chooses: ``auto`` (the default) compiles CPU float chunks of at
+    least ``COMPILED_MIN_ACTIVATIONS`` values, where the kernels' one-time load (about half a
+    second) is repaid, and uses torch if numba is missing; ``compiled`` compiles every CPU float
+    chunk; ``torch`` never does. Both give identical results.
     """
-
-    codes: torch.Tensor
-    classes: np.ndarray
-    counts: torch.Tensor
-
-    @classmethod
-    def from_array(cls, labels, device: torch.device | str = "cpu") -> Labels:
-        values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-        if values.ndim != 1:
-            raise ValueError(f"labels must be one-dimensional, got shape {values.shape}")
-        if values.size == 0:
-            raise ValueError("labels are empty: there are no images")
-        classes, codes = np.unique(values, return_inverse=True)
-        codes_t = torch.as_tensor(codes.astype(np.int64), device=device)
-        counts = torch.bincount(codes_t, minlength=len(classes))
-        return cls(codes=codes_t, classes=classes, counts=counts)
-
-    @property
-    def n_images(self) -> int:
-        return int(self.codes.shape[0])
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    def to(self, device: torch.device | str) -> Labels:
-        return Labels(self.codes.to(device), self.classes, self.counts.to(device))
-
-    def shuffled(self, generator: torch.Generator) -> Labels:
-        """The same labels assigned to the images in a random order (class sizes unchanged)."""
-        order = torch.randperm(self.n_images, generator=generator).to(self.codes.device)
-        return Labels(self.codes[order], self.classes, self.counts)
-
-    def class_values(self, codes: torch.Tensor) -> np.ndarray:
-        """Original label values for a tensor of class codes."""
-        return self.classes[codes.detach().cpu().numpy()]
-
-
-def ranked_top_indices(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` highest values of each column, ordered high to low.
-
-    Equal values are ranked by ascending image index, both in which images make the top ``k``
-    when a tie straddles the k-th place and in their order within it (measures.md, Notation).
-    ``torch.topk`` alone guarantees neither, so its result is repaired on the few columns that need it.
-    Returns a (k, units) int64 tensor.
-    """
-    n = values.shape[0]
-    top_values, top_idx = torch.topk(values, k, dim=0, largest=True, sorted=True)
-    kth = top_values[-1]
-    kept_at_kth = (top_values == kth).sum(0)
-    straddling = ((values == kth).sum(0) > kept_at_kth).nonzero().squeeze(1)
-    if straddling.numel():
-        equal = values[:, straddling] == kth[straddling]
-        lower_index_first = torch.arange(n, 0, -1, device=values.device).unsqueeze(1)
-        first_equal = torch.topk(torch.where(equal, lower_index_first, 0), k, dim=0).indices
-        slots = kept_at_kth[straddling]
-        position = torch.arange(k, device=values.device).unsqueeze(1)
-        source = (position - (k - slots)).clamp(min=0)
-        top_idx[:, straddling] = torch.where(
-            position >= k - slots, first_equal.gather(0, source), top_idx[:, straddling]
+    mode = os.environ.get(KERNELS_VARIABLE, "auto")
+    if mode not in KERNEL_MODES:
+        raise UserInputError(
+            f"The environment variable {KERNELS_VARIABLE} is {mode!r}; it must be one of "
+            f"{', '.join(KERNEL_MODES)} (or unset, which means auto)."
         )
-    by_index = top_idx.sort(dim=0).values
-    values_by_index = values.gather(0, by_index)
-    order = torch.sort(values_by_index, dim=0, descending=True, stable=True).indices
-    return by_index.gather(0, order)
+    if (
+        mode == "torch"
+        or activations.device.type != "cpu"
+        or activations.dtype not in (torch.float32, torch.float64)
+        or activations.requires_grad
+        or activations.numel() == 0
+        or (mode == "auto" and activations.numel() < COMPILED_MIN_ACTIVATIONS)
+    ):
+        return None
+    try:
+        from selectivity_eval.core import stats_kernels
+    except ImportError:
+        if mode == "compiled":
+            raise
+        return None
+    return stats_kernels
 
 
 ROW_BLOCK_BYTES = 4 * 2**20
 CANDIDATES_PER_SLOT = 8
-
-
-def _nonzero_sparse(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``mask.nonzero(as_tuple=True)`` for a contiguous 2-D mask, fast when few entries are set.
-
-    Scans the mask eight bytes at a time and expands only the words that hold a set entry.
-    """
-    rows, cols = mask.shape
-    if cols % 8 or not mask.is_contiguous() or mask.numel() == 0:
-        return mask.nonzero(as_tuple=True)
-    words = mask.view(-1).view(torch.int64)
-    hit_words = words.nonzero().squeeze(1)
-    hit_bytes = mask.view(-1).view(-1, 8)[hit_words].nonzero()
-    flat = hit_words[hit_bytes[:, 0]] * 8 + hit_bytes[:, 1]
-    return flat // cols, flat % cols
-
 
 ClassStatistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -128,6 +79,7 @@ class LayerStats:
         self.labels = labels
         self._topk: dict[int, torch.Tensor] = {}
         self._candidates: dict[int, Candidates] = {}
+        self._runners_up: tuple[torch.Tensor, torch.Tensor] | None = None
         self._row_block = max(1, ROW_BLOCK_BYTES // max(1, activations.shape[1] * activations.element_size()))
 
     LABEL_FREE = ("unit_max", "unit_min", "finite_units", "total_sum")
@@ -173,6 +125,10 @@ class LayerStats:
 
     @cached_property
     def _class_extremes_and_sums(self) -> ClassStatistics:
+        kernels = compiled_kernels(self.activations)
+        if kernels is not None:
+            statistics, self._runners_up = kernels.class_extremes_and_sums(self.activations, self.labels)
+            return statistics
         return self.class_statistics([self.labels.codes])[0]
 
     def class_statistics(self, labellings: list[torch.Tensor]) -> list[ClassStatistics]:
@@ -229,12 +185,12 @@ class LayerStats:
     @cached_property
     def unit_max(self) -> torch.Tensor:
         """(units,): the highest activation of each unit."""
-        return self.class_max.max(0).values
+        return self.class_max.amax(0)
 
     @cached_property
     def unit_min(self) -> torch.Tensor:
         """(units,): the lowest activation of each unit."""
-        return self.class_min.min(0).values
+        return self.class_min.amin(0)
 
     @cached_property
     def finite_units(self) -> torch.Tensor:
@@ -251,7 +207,7 @@ class LayerStats:
         """(units,): the highest activation of any class other than ``top_class``; -inf with one class."""
         if self.n_classes < 2:
             return torch.full((self.n_units,), -torch.inf, dtype=self.activations.dtype, device=self.device)
-        return torch.topk(self.class_max, 2, dim=0).values[1]
+        return self.class_max.scatter(0, self.top_class.unsqueeze(0), -torch.inf).amax(0)
 
     def count_above(self, thresholds: torch.Tensor) -> torch.Tensor:
         """(units,) int64: how many images of each unit are strictly above that unit's threshold.
@@ -271,8 +227,7 @@ class LayerStats:
         for found in self._candidates.values():
             covered = ~found.fallback & (found.bound <= thresholds) & pending
             if covered.any():
-                above = covered[found.unit] & (found.value > thresholds[found.unit])
-                counts += torch.bincount(found.unit[above], minlength=self.n_units)
+                counts += torch.where(covered, (found.value > thresholds.unsqueeze(1)).sum(1), 0)
                 pending &= ~covered
         rest = pending.nonzero().squeeze(1)
         if rest.numel() == self.n_units:
@@ -294,13 +249,10 @@ class LayerStats:
             return ranked_top_indices(self.activations, k)
         found = self._gather_candidates(k)
         self._candidates[k] = found
-        per_unit = torch.where(found.fallback, 0, found.count)
-        first = torch.cumsum(per_unit, 0) - per_unit
-        place = torch.arange(k, device=self.device).unsqueeze(1)
         top = torch.zeros((k, self.n_units), dtype=torch.int64, device=self.device)
         good = (~found.fallback).nonzero().squeeze(1)
         if good.numel():
-            top[:, good] = found.image[place + first[good].unsqueeze(0)]
+            top[:, good] = found.image[good, :k].T
         bad = found.fallback.nonzero().squeeze(1)
         if bad.numel():
             top[:, bad] = ranked_top_indices(self.activations[:, bad], k)
@@ -311,12 +263,28 @@ class LayerStats:
 
         The k-th highest class maximum is at most the k-th highest activation, so every image of
         the top k lies at or above it; typically only a few more than k do. Those candidates are
-        gathered in one pass and ranked by (unit, activation descending, image). Units where that
-        bound is loose (many ties at it, as in a mostly-zero ReLU unit) or undefined (non-finite
-        values) are marked ``fallback`` for ``ranked_top_indices`` on just those units.
+        gathered in one pass and ranked within each unit. Units where that bound is loose (many
+        ties at it, as in a mostly-zero ReLU unit) or whose values are not all finite are marked
+        ``fallback`` for ``ranked_top_indices`` on just those units.
         """
-        bound = torch.topk(self.class_max, k, dim=0).values[-1]
+        bound = kth_largest(self.class_max, k)
         limit = CANDIDATES_PER_SLOT * k
+        kernels = compiled_kernels(self.activations)
+        if kernels is not None:
+            found = kernels.candidates_at_or_above(
+                self.activations, self.labels, self.class_max, self._runners_up, bound, limit
+            )
+        else:
+            found = self._candidates_by_blocks(bound, limit)
+        image, value, count = found
+        fallback = (count > limit) | (count < k) | ~self.finite_units
+        kept = torch.where(fallback, 0, count)
+        slots = int(kept.max()) if kept.numel() else 0
+        padding = torch.arange(slots, device=self.device) >= kept.unsqueeze(1)
+        return Candidates(bound, image[:, :slots], value[:, :slots].masked_fill(padding, -torch.inf), kept, fallback)
+
+    def _candidates_by_blocks(self, bound: torch.Tensor, limit: int):
+        """``stats_kernels.candidates_at_or_above`` in torch, for devices and dtypes it does not take."""
         count = torch.zeros(self.n_units, dtype=torch.int64, device=self.device)
         images, units, values = [], [], []
         for start, block, _ in self.row_blocks(contiguous=False):
@@ -324,28 +292,22 @@ class LayerStats:
             over = count > limit
             if over.any():
                 at_or_above[:, over] = False
-            rows, cols = _nonzero_sparse(at_or_above)
+            rows, cols = nonzero_sparse(at_or_above)
             count += torch.bincount(cols, minlength=self.n_units)
             images.append(rows + start)
             units.append(cols)
             values.append(block[rows, cols])
         image, unit, value = torch.cat(images), torch.cat(units), torch.cat(values)
-        fallback = (count > limit) | (count < k)
-        keep = ~fallback[unit]
-        image, unit, value = image[keep], unit[keep], value[keep]
-        order = torch.sort(value, descending=True, stable=True).indices
-        image, unit, value = image[order], unit[order], value[order]
         order = torch.sort(unit, stable=True).indices
-        return Candidates(bound, image[order], unit[order], value[order], count, fallback)
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Images at or above a per-unit bound, sorted by unit, then activation (high first), then image."""
-
-    bound: torch.Tensor
-    image: torch.Tensor
-    unit: torch.Tensor
-    value: torch.Tensor
-    count: torch.Tensor
-    fallback: torch.Tensor
+        image, unit, value = image[order], unit[order], value[order]
+        taken = torch.bincount(unit, minlength=self.n_units)
+        first = torch.cumsum(taken, 0) - taken
+        slot = torch.arange(unit.numel(), device=self.device) - first[unit]
+        keep = slot < limit
+        slots = int(taken.max().clamp(max=limit)) if taken.numel() else 0
+        padded_image = torch.zeros((self.n_units, slots), dtype=torch.int64, device=self.device)
+        padded_value = torch.full((self.n_units, slots), -torch.inf, dtype=self.activations.dtype, device=self.device)
+        padded_image[unit[keep], slot[keep]] = image[keep]
+        padded_value[unit[keep], slot[keep]] = value[keep]
+        by_value = torch.sort(padded_value, dim=1, descending=True, stable=True).indices
+        return padded_image.gather(1, by_value), padded_value.gather(1, by_value), count

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 import yaml
 
 from selectivity_eval.core.plugins import reload_plugins
+from selectivity_eval.core.stats import KERNELS_VARIABLE
 
 from .report_fixtures import _no_reports_unless_asked, report_run  # noqa: F401  (reports: off unless asked)
 
@@ -21,6 +23,18 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", params=["compiled", "torch"])
+def kernel_mode(request):
+    """Each test of the module twice: statistics by the compiled (numba) kernels, and by torch."""
+    previous = os.environ.get(KERNELS_VARIABLE)
+    os.environ[KERNELS_VARIABLE] = request.param
+    yield request.param
+    if previous is None:
+        os.environ.pop(KERNELS_VARIABLE, None)
+    else:
+        os.environ[KERNELS_VARIABLE] = previous
 
 
 @pytest.fixture

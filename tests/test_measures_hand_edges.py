@@ -17,7 +17,7 @@ from .reference_measures import reference_columns
 
 NAN = math.nan
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_torch_thread", "kernel_mode")
 
 
 def test_all_zeros():

@@ -13,7 +13,7 @@ import pytest
 from .measure_checks import assert_same_columns, check_unit, package_columns
 from .reference_measures import reference_columns
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_torch_thread", "kernel_mode")
 
 
 def test_localist_unit():

@@ -28,7 +28,7 @@ LABEL_POOL = [-4, 0, 1, 3, 7, 42]
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_torch_thread", "kernel_mode")
 
 
 @st.composite

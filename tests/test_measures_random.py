@@ -18,7 +18,7 @@ from .reference_measures import (
     reference_columns,
 )
 
-pytestmark = pytest.mark.usefixtures("single_torch_thread")
+pytestmark = pytest.mark.usefixtures("single_torch_thread", "kernel_mode")
 
 
 LABEL_VALUES = np.array([2, 5, 11, 13, 40])

@@ -16,6 +16,8 @@ from selectivity_eval.core.stats import Labels, LayerStats, ranked_top_indices
 
 from .reference_measures import COLUMNS, reference_columns
 
+pytestmark = pytest.mark.usefixtures("kernel_mode")
+
 BUILTIN = ["localist", "precision", "ccmas", "topclass", "detection"]
 
 

@@ -19,10 +19,12 @@ from selectivity_eval.core.chance import chance_baselines
 from selectivity_eval.core.compute import compute_measures
 from selectivity_eval.core.errors import SelectivityEvalError, SpecError, UserInputError
 from selectivity_eval.core.hookspecs import hookimpl
+from selectivity_eval.core.labels import Labels
 from selectivity_eval.core.measure import Column, Measure
 from selectivity_eval.core.plugins import get_registry, plugin_registered
+from selectivity_eval.core.ranking import ranked_top_indices
 from selectivity_eval.core.sources import DatasetSource, LoadedDataset, LoadedModel, ModelSource
-from selectivity_eval.core.stats import Labels, LayerStats, ranked_top_indices
+from selectivity_eval.core.stats import LayerStats
 from selectivity_eval.plugins.am_library import AMResult, maximise
 from selectivity_eval.schemas.params import PluginParams
 

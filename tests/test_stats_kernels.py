@@ -1,0 +1,118 @@
+"""The compiled (numba) statistics against torch's, and when they are used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.stats import KERNELS_VARIABLE, Labels, LayerStats, compiled_kernels
+
+
+def awkward_matrix(seed: int, n_images=400, n_units=37, n_classes=30) -> tuple[np.ndarray, np.ndarray]:
+    """Ties, signed zeros, a NaN unit, an infinite unit, a unit mixing both infinities, a constant unit."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n_images)
+    labels[:n_classes] = np.arange(n_classes)
+    matrix = rng.integers(-2, 4, (n_images, n_units)).astype(np.float32)
+    matrix[rng.random((n_images, n_units)) < 0.1] = -0.0
+    matrix[:, 1] = np.maximum(rng.standard_normal(n_images), 0)
+    matrix[7, 2] = np.nan
+    matrix[8, 3] = np.inf
+    matrix[[9, 10], 4] = [np.inf, -np.inf]
+    matrix[:, 5] = 1.5
+    return matrix, labels
+
+
+def statistics(stats: LayerStats, k: int) -> dict[str, torch.Tensor]:
+    thresholds = stats.runner_up_max
+    return {
+        "class_max": stats.class_max,
+        "class_min": stats.class_min,
+        "class_sum": stats.class_sum,
+        "top_indices": stats.top_indices(k),
+        "count_above": stats.count_above(thresholds),
+        "finite_units": stats.finite_units,
+    }
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "column slice", "fortran"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compiled_statistics_equal_torch_statistics_bit_for_bit(monkeypatch, layout, seed):
+    matrix, labels = awkward_matrix(seed)
+    if layout == "column slice":
+        wider = np.hstack([np.ones((len(matrix), 3), np.float32), matrix, np.full((len(matrix), 5), np.nan, np.float32)])
+        tensor = torch.from_numpy(wider)[:, 3 : 3 + matrix.shape[1]]
+    elif layout == "fortran":
+        tensor = torch.from_numpy(np.asfortranarray(matrix))
+    else:
+        tensor = torch.from_numpy(matrix)
+    label_info = Labels.from_array(labels)
+    results = {}
+    for mode in ("compiled", "torch"):
+        monkeypatch.setenv(KERNELS_VARIABLE, mode)
+        stats = LayerStats(tensor, label_info)
+        assert (compiled_kernels(tensor) is not None) == (mode == "compiled")
+        results[mode] = statistics(stats, k=12)
+    for name, compiled in results["compiled"].items():
+        expected = results["torch"][name]
+        assert compiled.dtype == expected.dtype, name
+        assert torch.equal(compiled.isnan(), expected.isnan()), name
+        finite = ~expected.isnan()
+        assert torch.equal(compiled[finite], expected[finite]), name
+
+
+def test_the_float64_class_sums_add_in_image_order(monkeypatch):
+    """1e8 + 1 - 1e8 in float64 order gives 1; a sum in float32, or in another order, gives 0 or 2."""
+    monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
+    matrix = np.array([[1e8], [1.0], [-1e8], [1.0]], dtype=np.float32)
+    stats = LayerStats(torch.from_numpy(matrix), Labels.from_array([0, 0, 0, 1]))
+    assert stats.class_sum[:, 0].tolist() == [1.0, 1.0]
+
+
+def test_concurrent_threads_get_their_own_results(monkeypatch):
+    monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
+    cases = [awkward_matrix(seed, n_images=3000, n_units=64) for seed in range(6)]
+
+    def class_max(case):
+        matrix, labels = case
+        return LayerStats(torch.from_numpy(matrix), Labels.from_array(labels)).class_max
+
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(class_max, cases))
+    monkeypatch.setenv(KERNELS_VARIABLE, "torch")
+    for case, got in zip(cases, together):
+        assert torch.equal(got.nan_to_num(), class_max(case).nan_to_num())
+
+
+def test_auto_compiles_only_large_cpu_float_chunks(monkeypatch):
+    monkeypatch.delenv(KERNELS_VARIABLE, raising=False)
+    assert compiled_kernels(torch.zeros(10, 10)) is None
+    monkeypatch.setattr("selectivity_eval.core.stats.COMPILED_MIN_ACTIVATIONS", 100)
+    assert compiled_kernels(torch.zeros(10, 10)) is not None
+    assert compiled_kernels(torch.zeros(10, 10, dtype=torch.float64)) is not None
+    assert compiled_kernels(torch.zeros(10, 10, dtype=torch.bfloat16)) is None
+    assert compiled_kernels(torch.zeros(10, 10, requires_grad=True)) is None
+    assert compiled_kernels(torch.zeros(10, 10, device="meta")) is None
+
+
+def test_small_layers_never_load_numba():
+    """Loading numba and the cached kernels costs about half a second; the digits example never pays it."""
+    code = (
+        "import sys, numpy as np, selectivity_eval as se\n"
+        "se.compute_measures(np.random.default_rng(0).random((300, 20)), np.arange(300) % 10)\n"
+        "print('numba' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_an_unknown_mode_names_the_variable(monkeypatch):
+    monkeypatch.setenv(KERNELS_VARIABLE, "fast")
+    with pytest.raises(UserInputError, match=f"{KERNELS_VARIABLE} is 'fast'.*auto, compiled, torch"):
+        compiled_kernels(torch.zeros(2, 2))
