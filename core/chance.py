@@ -20,7 +20,7 @@ import torch
 from selectivity_eval.core.compute import as_activation_tensor, measure_columns, resolve_measures, unit_chunks
 from selectivity_eval.core.labels import Labels
 from selectivity_eval.core.measure import Column, Measure
-from selectivity_eval.core.stats import LayerStats
+from selectivity_eval.core.stats import LayerStats, compiled_kernels
 
 NULL_SUFFIXES = ("_null_mean", "_null_std", "_z", "_p")
 GROUP_BYTES = 128 * 2**20
@@ -61,10 +61,13 @@ def null_distribution(
     chunks = unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size)
     for chunk in chunks:
         stats = LayerStats(matrix[:, chunk], labels)
-        group = max(1, GROUP_BYTES // (labels.n_classes * stats.n_units * 16))
+        # torch's class statistics of a batch of shufflings share each read of a row; the compiled
+        # class pass is fast enough to run once per shuffling, when each relabelled chunk needs it.
+        compiled = compiled_kernels(stats.activations) is not None
+        group = 1 if compiled else max(1, GROUP_BYTES // (labels.n_classes * stats.n_units * 16))
         for first in range(0, permutations, group):
             batch = shufflings[first : first + group]
-            class_stats = stats.class_statistics([shuffled.codes for shuffled in batch])
+            class_stats = [None] if compiled else stats.class_statistics([shuffled.codes for shuffled in batch])
             for offset, (shuffled, statistics) in enumerate(zip(batch, class_stats)):
                 relabelled = stats.relabelled(shuffled, statistics)
                 for measure, label in measures:

@@ -53,7 +53,8 @@ class Labels:
         """Image indices grouped by class (ascending within a class), and where each class starts
         and ends in them: class ``c`` is ``order[starts[c]:starts[c + 1]]``."""
         codes = self.codes.cpu().numpy()
-        order = np.argsort(codes, kind="stable")
+        # numpy sorts 16-bit integers stably by radix, ten times faster than 64-bit ones.
+        order = np.argsort(codes.astype(np.int16) if self.n_classes <= 2**15 else codes, kind="stable")
         starts = np.zeros(self.n_classes + 1, dtype=np.int64)
         np.cumsum(np.bincount(codes, minlength=self.n_classes), out=starts[1:])
         return order, starts

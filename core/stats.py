@@ -93,6 +93,7 @@ class LayerStats:
         """
         other = LayerStats(self.activations, labels)
         other._topk = self._topk
+        other._candidates = self._candidates
         if class_statistics is not None:
             other.__dict__["_class_extremes_and_sums"] = class_statistics
         for name in self.LABEL_FREE:

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+import selectivity_eval as se
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.stats import KERNELS_VARIABLE, Labels, LayerStats, compiled_kernels
+from selectivity_eval.core.labels import Labels
+from selectivity_eval.core.stats import KERNELS_VARIABLE, LayerStats, compiled_kernels
+
+FOUR = ["localist", "precision", "ccmas", "topclass"]
 
 
 def awkward_matrix(seed: int, n_images=400, n_units=37, n_classes=30) -> tuple[np.ndarray, np.ndarray]:
@@ -116,3 +120,16 @@ def test_an_unknown_mode_names_the_variable(monkeypatch):
     monkeypatch.setenv(KERNELS_VARIABLE, "fast")
     with pytest.raises(UserInputError, match=f"{KERNELS_VARIABLE} is 'fast'.*auto, compiled, torch"):
         compiled_kernels(torch.zeros(2, 2))
+
+
+def test_chance_baselines_are_the_same_either_way(monkeypatch):
+    """Compiled, each shuffling gets its own class pass; in torch, shufflings share one in batches."""
+    matrix, labels = awkward_matrix(3, n_images=300, n_units=9)
+    matrix = np.nan_to_num(matrix, posinf=5.0, neginf=-5.0)
+    results = {}
+    for mode in ("compiled", "torch"):
+        monkeypatch.setenv(KERNELS_VARIABLE, mode)
+        results[mode] = se.chance_baselines(matrix, labels, FOUR, permutations=15, seed=4)
+    assert set(results["compiled"]) == set(results["torch"])
+    for column, values in results["compiled"].items():
+        np.testing.assert_array_equal(values, results["torch"][column], err_msg=column)
