@@ -139,11 +139,13 @@ def validate(
     from selectivity_eval.core.plugins import get_registry
     from selectivity_eval.core.run import load_model, resolve_device
     from selectivity_eval.core.spec_loader import load_spec
+    from selectivity_eval.core.stats import kernel_mode
 
     with reported_errors(debug):
         registry = get_registry()
         checked = load_spec(spec, registry)
         resolve_device(checked.device)
+        kernel_mode()
         if checked.executor is not None and checked.executor.kind == "dask":
             require_dask()
         resolve_layers(load_model(checked, registry), checked.layers)

@@ -33,6 +33,7 @@ from selectivity_eval.core.run_steps import (
     untrained_step,
 )
 from selectivity_eval.core.sources import LoadedModel
+from selectivity_eval.core.stats import kernel_mode
 from selectivity_eval.schemas.spec import RunSpec
 
 
@@ -67,6 +68,7 @@ def load_model(spec: RunSpec, registry: Registry) -> LoadedModel:
 
 def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Registry | None = None) -> RunResult:
     """Run the study ``spec`` describes, on the executor ``spec.executor`` names (in this process by default)."""
+    kernel_mode()
     with executor_scope(spec.executor, reporter):
         return _run_spec(spec, reporter=reporter, registry=registry)
 

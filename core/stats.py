@@ -22,6 +22,17 @@ KERNEL_MODES = ("auto", "compiled", "torch")
 COMPILED_MIN_ACTIVATIONS = 2**24
 
 
+def kernel_mode() -> str:
+    """``SELECTIVITY_EVAL_KERNELS`` (``auto`` when unset), checked: runs check it before any work."""
+    mode = os.environ.get(KERNELS_VARIABLE, "auto")
+    if mode not in KERNEL_MODES:
+        raise UserInputError(
+            f"The environment variable {KERNELS_VARIABLE} is {mode!r}; it must be one of "
+            f"{', '.join(KERNEL_MODES)} (or unset, which means auto)."
+        )
+    return mode
+
+
 def compiled_kernels(activations: torch.Tensor) -> ModuleType | None:
     """``stats_kernels`` when its compiled passes should compute these activations' statistics.
 
@@ -30,12 +41,7 @@ def compiled_kernels(activations: torch.Tensor) -> ModuleType | None:
     second) is repaid, and uses torch if numba is missing; ``compiled`` compiles every CPU float
     chunk; ``torch`` never does. Both give identical results.
     """
-    mode = os.environ.get(KERNELS_VARIABLE, "auto")
-    if mode not in KERNEL_MODES:
-        raise UserInputError(
-            f"The environment variable {KERNELS_VARIABLE} is {mode!r}; it must be one of "
-            f"{', '.join(KERNEL_MODES)} (or unset, which means auto)."
-        )
+    mode = kernel_mode()
     if (
         mode == "torch"
         or activations.device.type != "cpu"
@@ -63,9 +69,10 @@ ClassStatistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 class LayerStats:
     """Lazily computed statistics of one chunk of units (images x units) under shared labels.
 
-    The chunk is read in blocks of rows, so no statistic needs a copy of the whole chunk: one pass
-    gives every class's maximum, minimum and float64 sum together; a second pass collects the few
-    candidates for a top-k ranking (see ``top_indices``).
+    No statistic needs a copy of the whole chunk: one pass gives every class's maximum, minimum and
+    float64 sum together; a second pass collects the few candidates for a top-k ranking (see
+    ``top_indices``). In torch the passes read blocks of rows; on large CPU chunks compiled kernels
+    make them (``compiled_kernels``), with identical results.
     """
 
     def __init__(self, activations: torch.Tensor, labels: Labels):
@@ -87,9 +94,10 @@ class LayerStats:
     def relabelled(self, labels: Labels, class_statistics: ClassStatistics | None = None) -> LayerStats:
         """Statistics of the same activations under other labels, sharing what labels don't change.
 
-        The ranking (``top_indices``), each unit's extremes and its total are label-free, so chance
-        baselines computed on shuffled labels reuse them instead of recomputing them; the class
-        statistics of the new labels may be handed in, computed in a batch by ``class_statistics``.
+        The ranking (``top_indices``) with its candidates, each unit's extremes and its total are
+        label-free, so chance baselines computed on shuffled labels reuse them instead of
+        recomputing them; the class statistics of the new labels may be handed in, computed in a
+        batch by ``class_statistics``.
         """
         other = LayerStats(self.activations, labels)
         other._topk = self._topk

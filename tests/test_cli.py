@@ -106,6 +106,16 @@ def test_validate_and_schema():
     assert {"type": "string"} in schema["properties"]["layers"]["items"]["anyOf"]
 
 
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_an_unknown_kernel_mode_stops_before_any_work(monkeypatch, tmp_path, command):
+    monkeypatch.setenv("SELECTIVITY_EVAL_KERNELS", "fastest")
+    arguments = [command, str(EXAMPLE_SPEC)] + (["--output", str(tmp_path / "run")] if command == "run" else [])
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2
+    assert "SELECTIVITY_EVAL_KERNELS is 'fastest'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 BAD_SPECS = {
     "typo'd key": (
         "model: {plugin: digits-cnn}\ndataset: {plugin: digits}\nlayers: [fc2]\nmeasuers: [ccmas]\n",
