@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from selectivity_eval.core.dask_tasks import ExtractJob, extract_shard, probe_units
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.extract import Extraction

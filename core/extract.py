@@ -143,7 +143,6 @@ def extract_activations(
     """
     store = store or InMemoryStore()
     keys = keys or {layer.label: "" for layer in layers}
-    n_images = len(data)
     stored: dict[str, StoredLayer] = {}
     cache: dict[str, str] = {}
     for layer in layers:
