@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 UNITS_PER_BLOCK = 2048
 """Units a task reads of each row: long enough to stream, short enough for its sums to stay in L1/L2."""
 
+INSERTION_SORT_MAX = 256
+"""Units with at most this many candidates (typically a few more than k) rank them by insertion
+sort, which beats two allocating sorts there; more, and they take ``np.argsort``'s O(n log n)."""
+
 _launch = threading.Lock()
 """numba's default thread pool must not be entered by two threads at once (dask workers run several)."""
 
@@ -93,7 +97,8 @@ def _class_pass(
 
 @numba.njit(parallel=True, cache=True, boundscheck=False, nogil=True)
 def _candidate_pass(
-    values, stride, width, order, starts, maxima, second, first_at_max, bound, limit, block, image, value, count
+    values, stride, width, order, starts, maxima, second, first_at_max, bound, limit, block, insertion_sort_max,
+    image, value, count,
 ):  # pragma: no cover - compiled
     for b in numba.prange((width + block - 1) // block):
         j0 = b * block
@@ -124,16 +129,32 @@ def _candidate_pass(
                             value[j, slot] = x
                         count[j] = slot + 1
         for j in range(j0, j1):
-            for end in range(1, min(count[j], limit)):  # insertion sort: a few more than k, mostly short moves
-                x = value[j, end]
-                at = image[j, end]
-                slot = end
-                while slot > 0 and (value[j, slot - 1] < x or (value[j, slot - 1] == x and image[j, slot - 1] > at)):
-                    value[j, slot] = value[j, slot - 1]
-                    image[j, slot] = image[j, slot - 1]
-                    slot -= 1
-                value[j, slot] = x
-                image[j, slot] = at
+            if count[j] > limit:
+                continue  # ranked from all its images instead (``fallback``)
+            if count[j] <= insertion_sort_max:
+                _insertion_sort(image[j], value[j], count[j])
+            else:
+                by_image = np.argsort(image[j, : count[j]])
+                images = image[j, : count[j]][by_image]
+                values_ = value[j, : count[j]][by_image]
+                by_value = np.argsort(-values_, kind="mergesort")
+                image[j, : count[j]] = images[by_value]
+                value[j, : count[j]] = values_[by_value]
+
+
+@numba.njit(cache=True, boundscheck=False, nogil=True)
+def _insertion_sort(image, value, found):  # pragma: no cover - compiled
+    """Rank the first ``found`` entries by activation (high first), then image index."""
+    for end in range(1, found):
+        x = value[end]
+        at = image[end]
+        slot = end
+        while slot > 0 and (value[slot - 1] < x or (value[slot - 1] == x and image[slot - 1] > at)):
+            value[slot] = value[slot - 1]
+            image[slot] = image[slot - 1]
+            slot -= 1
+        value[slot] = x
+        image[slot] = at
 
 
 def class_extremes_and_sums(activations: torch.Tensor, labels: Labels):
@@ -200,6 +221,7 @@ def candidates_at_or_above(
         bound.numpy(),
         limit,
         block,
+        INSERTION_SORT_MAX,
         image,
         value,
         count,

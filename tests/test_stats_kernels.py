@@ -133,3 +133,19 @@ def test_chance_baselines_are_the_same_either_way(monkeypatch):
     assert set(results["compiled"]) == set(results["torch"])
     for column, values in results["compiled"].items():
         np.testing.assert_array_equal(values, results["torch"][column], err_msg=column)
+
+
+@pytest.mark.parametrize("insertion_sort_max", [0, 256])
+def test_both_ways_of_ranking_candidates_give_the_plain_ranking(monkeypatch, insertion_sort_max):
+    """Units with up to 256 candidates rank them by insertion sort, others by two argsorts."""
+    monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
+    monkeypatch.setattr("selectivity_eval.core.stats_kernels.INSERTION_SORT_MAX", insertion_sort_max)
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(200), 10)
+    matrix = rng.integers(0, 40, (len(labels), 16)).astype(np.float32)
+    stats = LayerStats(torch.from_numpy(matrix), Labels.from_array(labels))
+    top = stats.top_indices(60).numpy()
+    plain = np.stack([np.lexsort((np.arange(len(column)), -column))[:60] for column in matrix.T], axis=1)
+    np.testing.assert_array_equal(top, plain)
+    found = stats._candidates[60]
+    assert not found.fallback.any() and found.count.min() > 60
