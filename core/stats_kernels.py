@@ -36,9 +36,14 @@ _launch = threading.Lock()
 """numba's default thread pool must not be entered by two threads at once (dask workers run several)."""
 
 
+def _threads() -> int:
+    """As many threads as torch uses (``torch.set_num_threads`` governs both), within numba's pool."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
 def _run(kernel, *args) -> None:
     with _launch:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(_threads())
         kernel(*args)
 
 
@@ -204,8 +209,7 @@ def candidates_at_or_above(
         runners_up[0].numpy(),
         runners_up[1].numpy(),
     )
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    block = min(UNITS_PER_BLOCK, max(64, -(-width // threads)))
+    block = min(UNITS_PER_BLOCK, max(64, -(-width // _threads())))
     image = np.empty((width, limit), dtype=np.int64)
     value = np.empty((width, limit), dtype=values.dtype)
     count = np.zeros(width, dtype=np.int64)
