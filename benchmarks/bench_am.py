@@ -26,11 +26,11 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 import selectivity_eval as se
-from selectivity_eval.plugins.am_engine import optimise_units, unit_seed, unit_values
-from selectivity_eval.plugins.am_image import ImageParameters
-from selectivity_eval.plugins.am_input import input_space
-from selectivity_eval.plugins.am_params import OptimiseParams
-from selectivity_eval.plugins.am_transforms import RandomAffine
+from selectivity_eval.plugins.am.engine import optimise_units, unit_seed, unit_values
+from selectivity_eval.plugins.am.image import ImageParameters
+from selectivity_eval.plugins.am.input_space import input_space
+from selectivity_eval.plugins.am.params import OptimiseParams
+from selectivity_eval.plugins.am.transforms import RandomAffine
 
 
 def timed(model, layer, units, params, device):

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import selectivity_eval as se  # noqa: E402
 from bench_measures import FOUR, relu_gaussian  # noqa: E402
-from selectivity_eval.core.chance import null_distribution, value_columns  # noqa: E402
-from selectivity_eval.core.compute import resolve_measures  # noqa: E402
-from selectivity_eval.core.labels import Labels  # noqa: E402
+from selectivity_eval.core.measures.chance import null_distribution, value_columns  # noqa: E402
+from selectivity_eval.core.measures.compute import resolve_measures  # noqa: E402
+from selectivity_eval.core.statistics.labels import Labels  # noqa: E402
 
 
 def main() -> None:

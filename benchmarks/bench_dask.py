@@ -32,9 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_measures import FOUR, relu_gaussian  # noqa: E402
-from selectivity_eval.core.compute import as_activation_tensor, compute_layer, resolve_measures  # noqa: E402
-from selectivity_eval.core.progress import Reporter  # noqa: E402
-from selectivity_eval.core.labels import Labels  # noqa: E402
+from selectivity_eval.core.measures.compute import as_activation_tensor, compute_layer, resolve_measures  # noqa: E402
+from selectivity_eval.core.cli.progress import Reporter  # noqa: E402
+from selectivity_eval.core.statistics.labels import Labels  # noqa: E402
 from selectivity_eval.schemas.spec import RunSpec  # noqa: E402
 
 MiB = 2**20
@@ -107,8 +107,8 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads in process (default: torch's)")
     args = parser.parse_args()
 
-    from selectivity_eval.core.dask_executor import DaskExecutor
-    from selectivity_eval.core.run_steps import measure_step
+    from selectivity_eval.core.distributed.dask_executor import DaskExecutor
+    from selectivity_eval.core.study.steps import measure_step
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -168,12 +168,12 @@ def main() -> None:
     started = time.perf_counter()
     executor = DaskExecutor.open(spec.executor)  # the LocalCluster a run with this executor block starts
     client = executor.client
-    client.run(lambda: __import__("selectivity_eval.core.dask_tasks"))  # workers import torch and the package
+    client.run(lambda: __import__("selectivity_eval.core.distributed.dask_tasks"))  # workers import torch and the package
     t_start = time.perf_counter() - started
     pids = {"client": psutil.Process().pid}
     pids.update({f"worker {i}": pid for i, pid in enumerate(client.run(lambda: __import__("os").getpid()).values())})
     try:
-        from selectivity_eval.core.dask_measure import measure_on_dask
+        from selectivity_eval.core.distributed.dask_measures import measure_on_dask
 
         dask_memory = PeakMemory(pids)
         for repeat in range(args.repeat):

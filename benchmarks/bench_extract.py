@@ -22,9 +22,9 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
-from selectivity_eval.core.extract import ResolvedLayer, extract_activations, readable_items
-from selectivity_eval.core.sources import LoadedDataset, LoadedModel
-from selectivity_eval.core.store import ActivationStore
+from selectivity_eval.core.extraction.extract import ResolvedLayer, extract_activations, readable_items
+from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
+from selectivity_eval.core.store.activation_store import ActivationStore
 
 LAYERS = {
     "alexnet": [

@@ -32,9 +32,9 @@ import torch
 import yaml
 
 import selectivity_eval as se
-from selectivity_eval.core.outputs import read_units_csv
-from selectivity_eval.plugins.digits import digits_arrays
-from selectivity_eval.plugins.digits_cnn import DigitsCNNSource
+from selectivity_eval.core.outputs.results import read_units_csv
+from selectivity_eval.plugins.datasets.digits import digits_arrays
+from selectivity_eval.plugins.models.digits_cnn import DigitsCNNSource
 
 HERE = Path(__file__).resolve().parent
 FOUR = ["localist", "precision", "ccmas", "topclass"]
@@ -75,7 +75,7 @@ def run_study(spec: dict, output: Path) -> subprocess.CompletedProcess:
 
 
 def study_matches(device: str) -> int:
-    spec = yaml.safe_load(files("selectivity_eval.plugins").joinpath("digits.yaml").read_text())
+    spec = yaml.safe_load(files("selectivity_eval.core.spec").joinpath("digits.yaml").read_text())
     spec["report"] = False
     with tempfile.TemporaryDirectory() as directory:
         runs = {}

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from selectivity_eval.core.compute import as_activation_tensor, compute_measures
-from selectivity_eval.core.labels import Labels
-from selectivity_eval.core.measure import Column, Measure
-from selectivity_eval.core.plugins import LOAD_PLUGINS_ENV, plugin_registered, reload_plugins
-from selectivity_eval.core.stats import LayerStats
+from selectivity_eval.core.measures.compute import as_activation_tensor, compute_measures
+from selectivity_eval.core.statistics.labels import Labels
+from selectivity_eval.core.measures.base import Column, Measure
+from selectivity_eval.core.registry.manager import LOAD_PLUGINS_ENV, plugin_registered, reload_plugins
+from selectivity_eval.core.statistics.layer_stats import LayerStats
 
 try:  # the fixtures need pytest; check_measure_contract does not
     import pytest

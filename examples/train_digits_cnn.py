@@ -1,8 +1,8 @@
-"""Train the digits CNN whose weights ship inside selectivity-eval (plugins/digits_cnn.pt).
+"""Train the digits CNN whose weights ship inside selectivity-eval (plugins/models/digits_cnn.pt).
 
 Seeded and CPU-only, so the same command makes the same weights:
 
-    python examples/train_digits_cnn.py              # writes plugins/digits_cnn.pt
+    python examples/train_digits_cnn.py              # writes plugins/models/digits_cnn.pt
     python examples/train_digits_cnn.py --output /tmp/w.pt --epochs 5
 
 It trains on the digits data set's train split and prints the accuracy on the held-out test split.
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from selectivity_eval.plugins.digits import digits_arrays
-from selectivity_eval.plugins.digits_cnn import DigitsCNN
+from selectivity_eval.plugins.datasets.digits import digits_arrays
+from selectivity_eval.plugins.models.digits_cnn import DigitsCNN
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "plugins" / "digits_cnn.pt"
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "plugins" / "models" / "digits_cnn.pt"
 
 
 def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:

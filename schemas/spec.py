@@ -1,7 +1,7 @@
 """The run spec: which model, data set, layers, measures and AM settings a study uses.
 
 These models check the spec's shape. Each plugin's own parameters are checked against that
-plugin's ``Params`` model by ``selectivity_eval.core.spec_loader``, which knows the registry.
+plugin's ``Params`` model by ``selectivity_eval.core.spec.loader``, which knows the registry.
 """
 
 from __future__ import annotations

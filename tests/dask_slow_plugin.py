@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 import selectivity_eval as se
-from selectivity_eval.plugins.digits import digits_arrays
+from selectivity_eval.plugins.datasets.digits import digits_arrays
 
 
 class SlowDigitsParams(se.PluginParams):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from selectivity_eval.plugins.image_files import imagenet_wnids
+from selectivity_eval.plugins.datasets.image_files import imagenet_wnids
 
 WNIDS = imagenet_wnids()
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]

@@ -34,7 +34,7 @@ REPORT_SPEC = {
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_reports_unless_asked() -> Iterator[None]:
-    from selectivity_eval.core import run as run_module
+    from selectivity_eval.core.study import run as run_module
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run_module, "report_after_run", lambda output_dir, report, reporter: None)
@@ -44,7 +44,8 @@ def _no_reports_unless_asked() -> Iterator[None]:
 @contextmanager
 def with_reports() -> Iterator[None]:
     """Studies run inside this block build their report, as outside the tests."""
-    from selectivity_eval.core import report, run as run_module
+    from selectivity_eval.core.report import build as report
+    from selectivity_eval.core.study import run as run_module
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run_module, "report_after_run", report.report_after_run)
@@ -54,7 +55,7 @@ def with_reports() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def report_run(tmp_path_factory) -> tuple[Path, str]:
     """The run directory of a small digits study with its report, and the command's output."""
-    from selectivity_eval.core.cli import app
+    from selectivity_eval.core.cli.app import app
 
     root = tmp_path_factory.mktemp("report")
     spec = root / "spec.yaml"

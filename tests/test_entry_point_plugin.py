@@ -16,7 +16,7 @@ from importlib import metadata
 import pytest
 import yaml
 
-from selectivity_eval.core.plugins import LOAD_PLUGINS_ENV
+from selectivity_eval.core.registry.manager import LOAD_PLUGINS_ENV
 
 from .conftest import REPO
 

@@ -9,8 +9,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.extract import extract_activations, reduce_output, resolve_layers
-from selectivity_eval.core.sources import LoadedDataset, LoadedModel
+from selectivity_eval.core.extraction.extract import extract_activations, reduce_output, resolve_layers
+from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.schemas.spec import LayerSpec
 
 

@@ -14,10 +14,10 @@ import yaml
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli import app
+from selectivity_eval.core.cli.app import app
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.plugins import get_registry
-from selectivity_eval.plugins.imagefolder import ImageFolder
+from selectivity_eval.core.registry.manager import get_registry
+from selectivity_eval.plugins.datasets.imagefolder import ImageFolder
 
 from .image_files import COLOURS, tolerant_collate, truncated_jpeg, write_image
 
@@ -47,8 +47,8 @@ def folder(tmp_path) -> Path:
 def test_both_plugins_are_registered_builtins():
     registry = get_registry()
     assert {"imagefolder", "imagenet-val"} <= set(registry.names("dataset"))
-    assert registry.entry("dataset", "imagefolder").origin.plugin == "selectivity_eval.plugins.imagefolder"
-    assert registry.entry("dataset", "imagenet-val").origin.plugin == "selectivity_eval.plugins.imagenet_val"
+    assert registry.entry("dataset", "imagefolder").origin.plugin == "selectivity_eval.plugins.datasets.imagefolder"
+    assert registry.entry("dataset", "imagenet-val").origin.plugin == "selectivity_eval.plugins.datasets.imagenet_val"
 
 
 def test_imagefolder_labels_classes_and_items(folder):
@@ -220,7 +220,7 @@ def test_bad_dataset_params_fail_validation_naming_the_field(folder, tmp_path, w
 
 
 def test_good_imagefolder_spec_validates_with_defaults(folder, write_spec, tmp_path):
-    from selectivity_eval.core.spec_loader import load_spec
+    from selectivity_eval.core.spec.loader import load_spec
 
     spec = write_spec({"model": "digits-cnn", "dataset": {"plugin": "imagefolder", "root": str(folder)}, "layers": ["fc2"]})
     result = CliRunner().invoke(app, ["validate", str(spec)])

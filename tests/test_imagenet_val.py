@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.plugins.image_files import imagenet_index
-from selectivity_eval.plugins.imagenet_val import ImageNetVal
+from selectivity_eval.plugins.datasets.image_files import imagenet_index
+from selectivity_eval.plugins.datasets.imagenet_val import ImageNetVal
 
 from .image_files import COLOURS, WNIDS, truncated_jpeg, write_image
 
@@ -71,7 +71,7 @@ def test_shipped_wnids_are_torchvisions_imagenet_classes():
     from torchvision.models import ResNet18_Weights
 
     assert len(WNIDS) == 1000 and list(WNIDS) == sorted(set(WNIDS))
-    text = Path(__file__).resolve().parent.parent.joinpath("plugins", "imagenet_wnids.txt").read_bytes()
+    text = Path(__file__).resolve().parent.parent.joinpath("plugins", "datasets", "imagenet_wnids.txt").read_bytes()
     assert hashlib.sha256(text).hexdigest() == "70002b0ff5de60a3a17a82dbfcff291931f96225ddf941ad2e182fc39e183d15"
     categories = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
     known = {"n01440764": "tench", "n01443537": "goldfish", "n01751748": "sea snake", "n02099601": "golden retriever",

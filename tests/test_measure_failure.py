@@ -8,8 +8,8 @@ import json
 from typer.testing import CliRunner
 
 import selectivity_eval as se
-from selectivity_eval.core.cli import app
-from selectivity_eval.core.outputs import read_units_csv
+from selectivity_eval.core.cli.app import app
+from selectivity_eval.core.outputs.results import read_units_csv
 
 
 class FailsOnWideLayers(se.Measure):

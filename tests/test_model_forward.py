@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from selectivity_eval.core.extract import ResolvedLayer, extract_activations
-from selectivity_eval.core.sources import LoadedDataset, LoadedModel
+from selectivity_eval.core.extraction.extract import ResolvedLayer, extract_activations
+from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 
 
 class ViewsItsInput(nn.Module):

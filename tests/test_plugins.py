@@ -13,10 +13,10 @@ import yaml
 from typer.testing import CliRunner
 
 import selectivity_eval as se
-from selectivity_eval.core import hookspecs
-from selectivity_eval.core.cli import app
+from selectivity_eval.core.registry import hookspecs
+from selectivity_eval.core.cli.app import app
 from selectivity_eval.core.errors import PluginConflictError
-from selectivity_eval.core.plugins import BUILTIN_MODULES, LOAD_PLUGINS_ENV, get_registry
+from selectivity_eval.core.registry.manager import BUILTIN_MODULES, LOAD_PLUGINS_ENV, get_registry
 
 from . import thirdparty_plugin
 
@@ -44,7 +44,7 @@ def test_builtins_register_through_the_hooks(fresh_plugins, monkeypatch):
     assert {entry.origin.distribution for entry in registry} == {"selectivity-eval"}
     assert {entry.origin.plugin for entry in registry} == set(BUILTIN_MODULES)
     entry = registry.entry("measure", "precision")
-    assert entry.origin.plugin == "selectivity_eval.plugins.precision"
+    assert entry.origin.plugin == "selectivity_eval.plugins.measures.precision"
     assert entry.origin.distribution == "selectivity-eval"
 
 
@@ -107,7 +107,7 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both():
             get_registry()
     message = str(error.value)
     assert "precision" in message
-    assert "selectivity_eval.plugins.precision" in message and "clashing-plugin" in message
+    assert "selectivity_eval.plugins.measures.precision" in message and "clashing-plugin" in message
 
 
 def test_measure_that_raises_keeps_other_results_and_fails_the_run(write_spec, tmp_path, digits_spec):
@@ -193,7 +193,7 @@ def test_plugins_table_lists_name_kind_distribution_version():
 
 
 def test_spec_yaml_round_trips_through_spec_resolved(tmp_path):
-    from selectivity_eval.core.spec_loader import load_spec
+    from selectivity_eval.core.spec.loader import load_spec
 
     from .conftest import EXAMPLE_SPEC
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli import app
-from selectivity_eval.core.ratings import compare
+from selectivity_eval.core.cli.app import app
+from selectivity_eval.core.report.ratings import compare
 
 from .browser import chromium, console_errors, screenshot_is_blank
 

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli import app
+from selectivity_eval.core.cli.app import app
 from selectivity_eval.core.errors import SpecError
-from selectivity_eval.core.report_inputs import load_finished_run
-from selectivity_eval.core.report_units import choose_units
-from selectivity_eval.core.spec_loader import validate_spec
-from selectivity_eval.core.summary_table import main_columns
+from selectivity_eval.core.report.inputs import load_finished_run
+from selectivity_eval.core.report.unit_cards import choose_units
+from selectivity_eval.core.spec.loader import validate_spec
+from selectivity_eval.core.cli.summary_table import main_columns
 
 from .report_fixtures import REPORT_SPEC
 
@@ -96,7 +96,7 @@ def test_every_image_the_report_shows_exists_and_is_a_valid_image(report_run):
 
 
 def test_figures_are_written_in_each_format_and_identically_twice(tmp_path):
-    from selectivity_eval.core import plots
+    from selectivity_eval.core.report import plots
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(5), 40)
@@ -151,7 +151,7 @@ def digest(root: Path) -> dict[str, str]:
 def test_report_command_rebuilds_the_same_files_without_the_model(report_run, monkeypatch):
     import torch
 
-    from selectivity_eval.plugins.digits_cnn import DigitsCNNSource
+    from selectivity_eval.plugins.models.digits_cnn import DigitsCNNSource
 
     run_dir, _ = report_run
     before = digest(run_dir)
@@ -192,7 +192,7 @@ def test_report_block_is_checked_and_false_turns_it_off():
 def test_data_set_items_become_card_images_and_non_images_none():
     import torch
 
-    from selectivity_eval.core.report_images import to_image
+    from selectivity_eval.core.report.dataset_images import to_image
 
     assert to_image(torch.rand(1, 8, 8)).size == (8, 8)
     colour = to_image(torch.rand(3, 5, 6))
@@ -208,7 +208,7 @@ def test_a_changed_data_set_leaves_the_cards_without_images_and_says_why(report_
 
     import yaml
 
-    from selectivity_eval.core.report_images import DatasetImages
+    from selectivity_eval.core.report.dataset_images import DatasetImages
 
     copy = shutil.copytree(report_run[0], tmp_path / "run", ignore=shutil.ignore_patterns("report*", "am"))
     spec = yaml.safe_load((copy / "spec.resolved.yaml").read_text())
@@ -220,7 +220,7 @@ def test_a_changed_data_set_leaves_the_cards_without_images_and_says_why(report_
 
 
 def test_a_failed_report_keeps_the_results_and_names_the_rebuild_command(tmp_path):
-    from selectivity_eval.core.report import ReportError, report_after_run
+    from selectivity_eval.core.report.build import ReportError, report_after_run
     from selectivity_eval.schemas.report import ReportSpec
 
     assert report_after_run(tmp_path, ReportSpec(enabled=False), None) is None

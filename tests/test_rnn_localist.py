@@ -10,10 +10,10 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli import app
+from selectivity_eval.core.cli.app import app
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.outputs import read_units_csv
-from selectivity_eval.plugins.rnn_localist import (
+from selectivity_eval.core.outputs.results import read_units_csv
+from selectivity_eval.plugins.models.rnn_localist import (
     INPUT_SIZE,
     LIST_LENGTH,
     N_WORDS,

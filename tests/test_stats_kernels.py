@@ -12,8 +12,8 @@ import torch
 
 import selectivity_eval as se
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.labels import Labels
-from selectivity_eval.core.stats import KERNELS_VARIABLE, LayerStats, compiled_kernels
+from selectivity_eval.core.statistics.labels import Labels
+from selectivity_eval.core.statistics.layer_stats import KERNELS_VARIABLE, LayerStats, compiled_kernels
 
 FOUR = ["localist", "precision", "ccmas", "topclass"]
 
@@ -104,7 +104,7 @@ def test_concurrent_threads_get_their_own_results(monkeypatch):
 def test_auto_compiles_only_large_cpu_float_chunks(monkeypatch):
     monkeypatch.delenv(KERNELS_VARIABLE, raising=False)
     assert compiled_kernels(torch.zeros(10, 10)) is None
-    monkeypatch.setattr("selectivity_eval.core.stats.COMPILED_MIN_ACTIVATIONS", 100)
+    monkeypatch.setattr("selectivity_eval.core.statistics.layer_stats.COMPILED_MIN_ACTIVATIONS", 100)
     assert compiled_kernels(torch.zeros(10, 10)) is not None
     assert compiled_kernels(torch.zeros(10, 10, dtype=torch.float64)) is not None
     assert compiled_kernels(torch.zeros(10, 10, dtype=torch.bfloat16)) is None
@@ -146,7 +146,7 @@ def test_chance_baselines_are_the_same_either_way(monkeypatch):
 def test_both_ways_of_ranking_candidates_give_the_plain_ranking(monkeypatch, insertion_sort_max):
     """Units with up to 256 candidates rank them by insertion sort, others by two argsorts."""
     monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
-    monkeypatch.setattr("selectivity_eval.core.stats_kernels.INSERTION_SORT_MAX", insertion_sort_max)
+    monkeypatch.setattr("selectivity_eval.core.statistics.kernels.INSERTION_SORT_MAX", insertion_sort_max)
     rng = np.random.default_rng(5)
     labels = np.repeat(np.arange(200), 10)
     matrix = rng.integers(0, 40, (len(labels), 16)).astype(np.float32)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import selectivity_eval as se
-from selectivity_eval.core.stats import Labels, LayerStats, ranked_top_indices
+from selectivity_eval.core.statistics.layer_stats import Labels, LayerStats, ranked_top_indices
 
 from .reference_measures import COLUMNS, reference_columns
 
@@ -69,7 +69,7 @@ def test_many_classes_small_top_n_match_the_reference(matrix, n_classes, top_n, 
 def test_row_blocks_do_not_change_results(monkeypatch):
     matrix, labels = many_class_case(5, n_images=900, n_units=16, kind="relu")
     whole = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": 30}})
-    monkeypatch.setattr("selectivity_eval.core.stats.ROW_BLOCK_BYTES", 64)
+    monkeypatch.setattr("selectivity_eval.core.statistics.layer_stats.ROW_BLOCK_BYTES", 64)
     blocked = se.compute_measures(matrix, labels, BUILTIN, params={"precision": {"top_n": 30}})
     for column in whole:
         np.testing.assert_array_equal(whole[column], blocked[column], err_msg=column)

@@ -12,11 +12,11 @@ from pydantic import Field
 from typer.testing import CliRunner
 
 import selectivity_eval as se
-from selectivity_eval.core import extract
-from selectivity_eval.core.cli import app
-from selectivity_eval.core.store import ActivationStore
-from selectivity_eval.plugins.digits import Digits, digits_arrays
-from selectivity_eval.plugins.digits_cnn import DigitsCNN
+from selectivity_eval.core.extraction import extract
+from selectivity_eval.core.cli.app import app
+from selectivity_eval.core.store.activation_store import ActivationStore
+from selectivity_eval.plugins.datasets.digits import Digits, digits_arrays
+from selectivity_eval.plugins.models.digits_cnn import DigitsCNN
 
 SPEC = {
     "model": {"plugin": "digits-cnn"},
@@ -81,9 +81,9 @@ def test_any_change_to_what_determines_a_layer_misses_the_cache(write_spec, tmp_
 
 
 def test_preprocessing_is_part_of_the_key():
-    from selectivity_eval.core.extract import ResolvedLayer
-    from selectivity_eval.core.run_steps import layer_key
-    from selectivity_eval.core.spec_loader import validate_spec
+    from selectivity_eval.core.extraction.extract import ResolvedLayer
+    from selectivity_eval.core.study.steps import layer_key
+    from selectivity_eval.core.spec.loader import validate_spec
 
     spec = validate_spec({**SPEC, "output": "unused"})
     model = se.get_registry().get("model", "digits-cnn")().load(seed=0)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli import app
+from selectivity_eval.core.cli.app import app
 from selectivity_eval.schemas.spec import RunSpec
 
 NO_REPORT = {"report": False} if "report" in RunSpec.model_fields else {}

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import selectivity_eval as se
-from selectivity_eval.core.plugins import LOAD_PLUGINS_ENV, get_registry
+from selectivity_eval.core.registry.manager import LOAD_PLUGINS_ENV, get_registry
 from selectivity_eval.testing import builtin_plugins_only, check_measure_contract, contract_data
 
 from . import thirdparty_plugin
@@ -138,7 +138,7 @@ def test_builtin_plugins_only_restores_the_environment(monkeypatch):
 INNER_TESTS = '''
 import os
 import selectivity_eval as se
-from selectivity_eval.core.plugins import LOAD_PLUGINS_ENV
+from selectivity_eval.core.registry.manager import LOAD_PLUGINS_ENV
 
 import thirdparty_copy
 

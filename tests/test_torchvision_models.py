@@ -17,11 +17,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli import app, layer_rows
+from selectivity_eval.core.cli.app import app, layer_rows
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.extract import extract_activations, resolve_layers
-from selectivity_eval.core.sources import LoadedDataset, LoadedModel
-from selectivity_eval.plugins.torchvision_models import ALEXNET_ALIASES, TorchvisionSource
+from selectivity_eval.core.extraction.extract import extract_activations, resolve_layers
+from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
+from selectivity_eval.plugins.models.torchvision_models import ALEXNET_ALIASES, TorchvisionSource
 from selectivity_eval.schemas.spec import LayerSpec
 
 ALEXNET_UNITS = {

@@ -1,8 +1,8 @@
-"""Train the rnn-localist network whose weights ship inside selectivity-eval (plugins/rnn_localist.pt).
+"""Train the rnn-localist network whose weights ship inside selectivity-eval (plugins/models/rnn_localist.pt).
 
 Seeded and CPU-only (one thread), so the same command makes the same weights:
 
-    python examples/rnn_localist/train.py                    # writes plugins/rnn_localist.pt
+    python examples/rnn_localist/train.py                    # writes plugins/models/rnn_localist.pt
     python examples/rnn_localist/train.py --seed 1 --output /tmp/rnn.pt
 
 It trains on fresh random lists, prints the share of 2,000 new lists recalled perfectly and the
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 import selectivity_eval as se
-from selectivity_eval.core.extract import extract_activations, resolve_layers
-from selectivity_eval.plugins.rnn_localist import (
+from selectivity_eval.core.extraction.extract import extract_activations, resolve_layers
+from selectivity_eval.plugins.models.rnn_localist import (
     LIST_LENGTH,
     RNNLocalist,
     WordSequences,
@@ -31,7 +31,7 @@ from selectivity_eval.plugins.rnn_localist import (
 )
 from selectivity_eval.schemas.spec import LayerSpec
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "plugins" / "rnn_localist.pt"
+DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "plugins" / "models" / "rnn_localist.pt"
 
 
 def localist_units(model: se.LoadedModel, position) -> int:

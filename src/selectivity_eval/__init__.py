@@ -14,18 +14,18 @@ Write a new measure by subclassing ``se.Measure`` and registering it through the
 """
 
 from selectivity_eval._version import __version__
-from selectivity_eval.core.am import AMContext, AMMethod
-from selectivity_eval.core.chance import chance_baselines
-from selectivity_eval.core.compute import compute_measures
+from selectivity_eval.core.am.method import AMContext, AMMethod
+from selectivity_eval.core.measures.chance import chance_baselines
+from selectivity_eval.core.measures.compute import compute_measures
 from selectivity_eval.core.errors import SelectivityEvalError, SpecError, UserInputError
-from selectivity_eval.core.hookspecs import hookimpl
-from selectivity_eval.core.labels import Labels
-from selectivity_eval.core.measure import Column, Measure
-from selectivity_eval.core.plugins import get_registry, plugin_registered
-from selectivity_eval.core.ranking import ranked_top_indices
-from selectivity_eval.core.sources import DatasetSource, LoadedDataset, LoadedModel, ModelSource
-from selectivity_eval.core.stats import LayerStats
-from selectivity_eval.plugins.am_library import AMResult, maximise
+from selectivity_eval.core.registry.hookspecs import hookimpl
+from selectivity_eval.core.statistics.labels import Labels
+from selectivity_eval.core.measures.base import Column, Measure
+from selectivity_eval.core.registry.manager import get_registry, plugin_registered
+from selectivity_eval.core.statistics.ranking import ranked_top_indices
+from selectivity_eval.core.sources.base import DatasetSource, LoadedDataset, LoadedModel, ModelSource
+from selectivity_eval.core.statistics.layer_stats import LayerStats
+from selectivity_eval.plugins.am.library import AMResult, maximise
 from selectivity_eval.schemas.params import PluginParams
 
 __all__ = [

@@ -15,8 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 import selectivity_eval as se
-from selectivity_eval.core.cli import app
-from selectivity_eval.core.plugins import LOAD_PLUGINS_ENV, reload_plugins
+from selectivity_eval.core.cli.app import app
+from selectivity_eval.core.registry.manager import LOAD_PLUGINS_ENV, reload_plugins
 from selectivity_eval.testing import check_measure_contract
 from selectivity_eval_sparseness import plugin
 from selectivity_eval_sparseness.plugin import Sparseness

@@ -1,0 +1,1 @@
+"""Activation maximisation: the base class of an AM method."""

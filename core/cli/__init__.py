@@ -1,0 +1,1 @@
+"""The command line: commands, the summary table and progress bars."""

@@ -1,0 +1,383 @@
+"""The ``selectivity-eval`` command line: ``selectivity-eval spec.yaml`` runs a study."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from selectivity_eval._version import __version__
+from selectivity_eval.core.errors import SelectivityEvalError, UserInputError
+from selectivity_eval.core.cli.progress import Reporter
+from selectivity_eval.core.cli.summary_table import summary_tables
+
+EXIT_FAILED = 1
+
+
+class RunByDefault(TyperGroup):
+    """Treats ``selectivity-eval SPEC ...`` as ``selectivity-eval run SPEC ...``."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        positional = [arg for arg in args if not arg.startswith("-")]
+        if positional and positional[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=RunByDefault,
+    help="Measure how selective the units of a neural network are. `selectivity-eval SPEC.yaml` runs a study.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stdout = Console()
+stderr = Console(stderr=True)
+
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables; errors only.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
+
+
+def default_spec_path() -> Path:
+    """The spec embedded in the package: all four measures on all four layers of the digits CNN."""
+    return Path(str(resources.files("selectivity_eval.core.spec").joinpath("digits.yaml")))
+
+
+@contextmanager
+def reported_errors(debug: bool) -> Iterator[None]:
+    """Turn errors into one paragraph on stderr and an exit code; ``--debug`` re-raises them."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except SelectivityEvalError as error:
+        if debug:
+            raise
+        stderr.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+    except Exception as error:
+        if debug:
+            raise
+        stderr.print(
+            f"[bold red]Error:[/] {type(error).__name__}: {escape(str(error))} (run again with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        stdout.print(f"selectivity-eval {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
+    ] = None,
+) -> None:
+    """Measure how selective the units of a neural network are."""
+
+
+@app.command()
+def run(
+    spec: Annotated[
+        Optional[Path], typer.Argument(help="The spec YAML. Omitted: the embedded digits example.")
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Override the spec's output directory.")] = None,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Run a study: extract activations, compute the measures, write the results."""
+    from selectivity_eval.core.study.run import run_spec
+    from selectivity_eval.core.spec.loader import load_spec
+
+    with reported_errors(debug):
+        run_spec_model = load_spec(spec or default_spec_path())
+        if output is not None:
+            run_spec_model = run_spec_model.model_copy(update={"output": output})
+        reporter = Reporter(console=stderr, quiet=quiet)
+        result = run_spec(run_spec_model, reporter=reporter)
+        if not quiet:
+            for table in summary_tables(result.summary):
+                stdout.print(table)
+        for failure in result.failures:
+            stderr.print(
+                f"[bold red]Error:[/] measure {failure.measure!r} (plugin {failure.plugin!r}) failed on layer "
+                f"{failure.layer!r}: {failure.error}. The other results were written.",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if not quiet:
+            stdout.print(f"Results: {result.output_dir / 'units.csv'}", highlight=False, soft_wrap=True)
+            if result.report is not None:
+                stdout.print(f"Report: {result.report}", highlight=False, soft_wrap=True)
+        if result.failures:
+            raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def validate(
+    spec: Annotated[Path, typer.Argument(help="The spec YAML to check.")],
+    debug: DebugOption = False,
+) -> None:
+    """Check a spec, its plugins' parameters and its layer names, without running anything heavy."""
+    from selectivity_eval.core.distributed.executor import require_dask
+    from selectivity_eval.core.extraction.extract import resolve_layers
+    from selectivity_eval.core.registry.manager import get_registry
+    from selectivity_eval.core.study.run import load_model, resolve_device
+    from selectivity_eval.core.spec.loader import load_spec
+    from selectivity_eval.core.statistics.layer_stats import kernel_mode
+
+    with reported_errors(debug):
+        registry = get_registry()
+        checked = load_spec(spec, registry)
+        resolve_device(checked.device)
+        kernel_mode()
+        if checked.executor is not None and checked.executor.kind == "dask":
+            require_dask()
+        resolve_layers(load_model(checked, registry), checked.layers)
+        layers, measures = len(checked.layers), len(checked.measures or [])
+        stdout.print(
+            f"{spec}: valid ({layers} layer{'s' * (layers != 1)}, {measures} measure{'s' * (measures != 1)}).",
+            highlight=False,
+        )
+
+
+@app.command()
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """List every registered plugin: name, kind, distribution, version."""
+    from selectivity_eval.core.registry.manager import get_registry
+
+    with reported_errors(debug):
+        rows = [
+            {
+                "name": e.name,
+                "kind": e.kind,
+                "distribution": e.origin.distribution,
+                "version": e.origin.version,
+                "plugin": e.origin.plugin,
+                "description": e.cls.description(),
+            }
+            for e in get_registry()
+        ]
+    if as_json:
+        stdout.print_json(json.dumps(rows))
+        return
+    table = Table(title="Plugins")
+    for column in ("name", "kind", "distribution", "version", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], row["kind"], row["distribution"], row["version"], row["description"])
+    stdout.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the run spec."""
+    from selectivity_eval.schemas.spec import run_spec_json_schema
+
+    stdout.out(json.dumps(run_spec_json_schema(), indent=2))
+
+
+def parse_settings(settings: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs -> parameters; each value is read as a YAML scalar (``3`` is a number)."""
+    import yaml
+
+    params: dict[str, object] = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.strip():
+            raise UserInputError(f"--set {setting!r}: expected KEY=VALUE, e.g. --set arch=alexnet.")
+        try:
+            params[key.strip()] = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            params[key.strip()] = value
+    return params
+
+
+def layer_rows(model) -> tuple[list[dict], bool]:
+    """Every module of ``model`` with its aliases, output size and unit count; and whether sizes are known.
+
+    Sizes come from one forward pass of ``model.example_input`` (or, failing that, zeros of the
+    transform's crop size) under forward hooks. ``units`` is what a spec's layer yields: the
+    channels of a conv map (which ``pool`` reduces to one value each), the features of a linear layer.
+    """
+    import torch
+
+    aliases: dict[str, list[str]] = {}
+    for alias, target in model.aliases.items():
+        aliases.setdefault(target, []).append(alias)
+    example = model.example_input
+    crop = getattr(model.transform, "crop_size", None)
+    if example is None and crop is not None:
+        side = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+        example = torch.zeros(1, 3, side, side)
+    seen: dict[str, dict] = {}
+    if example is not None:
+        handles = []
+        for name, module in model.module.named_modules():
+            if not name:
+                continue
+
+            def hook(_module, _inputs, output, name=name):
+                if isinstance(output, (tuple, list)) and output:
+                    output = output[0]
+                entry = seen.setdefault(name, {"calls": 0})
+                entry["calls"] += 1
+                entry["shape"] = list(output.shape[1:]) if isinstance(output, torch.Tensor) else None
+
+            handles.append(module.register_forward_hook(hook))
+        model.module.eval()
+        try:
+            with torch.inference_mode():
+                model.forward(example)
+        finally:
+            for handle in handles:
+                handle.remove()
+    rows = []
+    for name, module in model.module.named_modules():
+        if not name:
+            continue
+        entry = seen.get(name, {})
+        shape = entry.get("shape")
+        rows.append(
+            {
+                "layer": name,
+                "aliases": aliases.get(name, []),
+                "module": type(module).__name__,
+                "output": shape,
+                "units": (shape[0] if shape else 1) if shape is not None else None,
+                "calls": entry.get("calls", 0),
+            }
+        )
+    return rows, example is not None
+
+
+@app.command()
+def layers(
+    spec: Annotated[
+        Optional[Path], typer.Argument(help="A spec YAML whose model to list. Omitted: the embedded digits example.")
+    ] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", "-m", help="List this model plugin instead of a spec's model.")
+    ] = None,
+    settings: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", "-s", help="A model parameter, KEY=VALUE (repeatable), e.g. --set arch=alexnet."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """List a model's layers: module names, aliases, output sizes and unit counts."""
+    from pydantic import ValidationError
+
+    from selectivity_eval.core.registry.manager import get_registry
+    from selectivity_eval.core.spec.loader import load_spec
+
+    with reported_errors(debug):
+        registry = get_registry()
+        overrides = parse_settings(settings or [])
+        if model is not None and spec is not None:
+            raise UserInputError("Give either a SPEC or --model PLUGIN, not both.")
+        if model is not None:
+            plugin, params, seed = model, overrides, 0
+        else:
+            checked = load_spec(spec or default_spec_path(), registry)
+            plugin, params, seed = checked.model.plugin, {**checked.model.params(), **overrides}, checked.seed
+        source_class = registry.get("model", plugin)
+        try:
+            source = source_class(params)
+        except ValidationError as error:
+            problems = []
+            for detail in error.errors(include_url=False):
+                message = detail["msg"].removeprefix("Value error, ")
+                if detail["type"] == "extra_forbidden":
+                    message = "unknown parameter (a typo?)"
+                elif detail["type"] == "missing":
+                    message = "required but missing"
+                problems.append(f"{'.'.join(str(part) for part in detail['loc'])}: {message}")
+            raise UserInputError(f"Invalid parameters of model plugin {plugin!r}: {'; '.join(problems)}") from None
+        loaded = source.load(seed=seed)
+        rows, sized = layer_rows(loaded)
+    if as_json:
+        params = source.params.model_dump(mode="json")
+        stdout.print_json(json.dumps({"model": plugin, "params": params, "layers": rows}))
+        return
+    described = ", ".join(f"{key}={value}" for key, value in source.params.model_dump(mode="json").items())
+    table = Table(title=escape(f"Layers of {plugin}" + (f" ({described})" if described else "")))
+    for column in ("layer", "alias", "module", "output", "units"):
+        table.add_column(column, justify="right" if column in ("output", "units") else "left", overflow="fold")
+    repeated = False
+    for row in rows:
+        if row["output"] is not None:
+            output = " x ".join(str(size) for size in row["output"]) or "scalar"
+            units = f"{row['units']:,}" + ("*" if row["calls"] > 1 else "")
+            repeated |= row["calls"] > 1
+        else:
+            output = "-" if sized else "?"
+            units = "not run" if sized and row["calls"] == 0 else "-"
+        table.add_row(escape(row["layer"]), escape(", ".join(row["aliases"])), row["module"], output, units)
+    notes = [
+        "units: one per channel of a conv map (a spec's `pool` reduces each map to one value), "
+        "one per feature of a linear layer."
+    ]
+    if repeated:
+        notes.append("*: the module runs more than once per forward pass; a spec's layer keeps its last output.")
+    if not sized:
+        notes.append("The model gives no example input, so output sizes are unknown.")
+    stdout.print(table)
+    for note in notes:
+        stdout.print(note, highlight=False, markup=False, soft_wrap=True)
+
+
+weights_app = typer.Typer(
+    help="Manage pretrained weights files for the torchvision model plugin (nothing is downloaded).",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("install")
+def weights_install(
+    file: Annotated[
+        Path,
+        typer.Argument(help="A torchvision weights file, under its published name (e.g. mobilenet_v2-b0353104.pth)."),
+    ],
+    link: Annotated[bool, typer.Option("--link", help="Symlink the file instead of copying it.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Put a torchvision weights file into the torch hub cache, where `weights: IMAGENET1K_V1` finds it."""
+    from selectivity_eval.plugins.models.torchvision_models import install_weights
+
+    with reported_errors(debug):
+        destination, provides = install_weights(file, link=link)
+    stdout.print(f"Installed {destination}", highlight=False, markup=False, soft_wrap=True)
+    for arch, weights in provides:
+        spec_line = f"  model: {{plugin: torchvision, arch: {arch}, weights: {weights.split('.', 1)[1]}}}  ({weights})"
+        stdout.print(spec_line, highlight=False, markup=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="selectivity-eval")
+
+
+
+from selectivity_eval.core.cli import sweep_command  # noqa: E402,F401  (registers the `sweep` command)
+from selectivity_eval.core.cli import report_commands  # noqa: E402,F401  (registers `report` and `ratings`)

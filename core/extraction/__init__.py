@@ -1,0 +1,1 @@
+"""Extraction: a layer's activations captured with forward hooks, reduced to one value per unit."""

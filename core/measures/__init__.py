@@ -1,0 +1,1 @@
+"""The measure engine: the measure base class, computing measures on a matrix, chance baselines."""

@@ -1,0 +1,222 @@
+"""The plugin manager: third-party entry points first, then the built-ins, all through the same hooks.
+
+``SELECTIVITY_EVAL_LOAD_PLUGINS`` restricts autoloading of third-party plugins to the listed
+distributions (comma-separated; empty for none). The built-in plugins always load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from selectivity_eval._version import __version__
+from selectivity_eval.core.registry import hookspecs
+from selectivity_eval.core.am.method import AMMethod
+from selectivity_eval.core.errors import PluginConflictError, SelectivityEvalError, UserInputError
+from selectivity_eval.core.measures.base import Measure
+from selectivity_eval.core.registry.plugin_base import Plugin
+from selectivity_eval.core.sources.base import DatasetSource, ModelSource
+
+ENTRY_POINT_GROUP = "selectivity_eval"
+LOAD_PLUGINS_ENV = "SELECTIVITY_EVAL_LOAD_PLUGINS"
+DISTRIBUTION = "selectivity-eval"
+
+BUILTIN_MODULES = (
+    "selectivity_eval.plugins.measures.localist",
+    "selectivity_eval.plugins.measures.precision",
+    "selectivity_eval.plugins.measures.ccmas",
+    "selectivity_eval.plugins.measures.topclass",
+    "selectivity_eval.plugins.measures.detection",
+    "selectivity_eval.plugins.datasets.digits",
+    "selectivity_eval.plugins.datasets.imagefolder",
+    "selectivity_eval.plugins.datasets.imagenet_val",
+    "selectivity_eval.plugins.models.digits_cnn",
+    "selectivity_eval.plugins.models.rnn_localist",
+    "selectivity_eval.plugins.models.torchvision_models",
+    "selectivity_eval.plugins.am.gradient_ascent",
+)
+
+KINDS: dict[str, tuple[str, type[Plugin]]] = {
+    "model": ("register_models", ModelSource),
+    "dataset": ("register_datasets", DatasetSource),
+    "measure": ("register_measures", Measure),
+    "am": ("register_am_methods", AMMethod),
+}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a plugin comes from, as ``selectivity-eval plugins`` shows it."""
+
+    plugin: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    kind: str
+    name: str
+    cls: type[Plugin]
+    origin: Origin
+
+
+class Registry:
+    """Every registered model source, data set source, measure and AM method, by kind and name."""
+
+    def __init__(self, registrations: list[Registration]):
+        self._by_kind: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+        for entry in registrations:
+            self._by_kind[entry.kind][entry.name] = entry
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._by_kind[kind])
+
+    def entry(self, kind: str, name: str) -> Registration:
+        try:
+            return self._by_kind[kind][name]
+        except KeyError:
+            known = ", ".join(self.names(kind)) or "none"
+            raise UserInputError(
+                f"Unknown {kind} plugin {name!r}. Registered {kind} plugins: {known}. "
+                "Run `selectivity-eval plugins` to list every plugin and where it comes from."
+            ) from None
+
+    def get(self, kind: str, name: str) -> type[Plugin]:
+        return self.entry(kind, name).cls
+
+    def __iter__(self) -> Iterator[Registration]:
+        for kind in KINDS:
+            yield from (self._by_kind[kind][name] for name in self.names(kind))
+
+
+_manager: pluggy.PluginManager | None = None
+_origins: dict[str, Origin] = {}
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The one plugin manager, created and loaded on first use."""
+    global _manager
+    if _manager is None:
+        manager = pluggy.PluginManager("selectivity_eval")
+        manager.add_hookspecs(hookspecs)
+        _load_entry_points(manager)
+        for module_name in BUILTIN_MODULES:
+            module = importlib.import_module(module_name)
+            manager.register(module, name=module_name)
+            _origins[module_name] = Origin(module_name, DISTRIBUTION, __version__)
+        _manager = manager
+    return _manager
+
+
+def reload_plugins() -> None:
+    """Forget the loaded plugins; the next use loads entry points and built-ins afresh."""
+    global _manager
+    _manager = None
+    _origins.clear()
+
+
+def _allowed_distributions() -> set[str] | None:
+    value = os.environ.get(LOAD_PLUGINS_ENV)
+    if value is None:
+        return None
+    return {_normalise(name) for name in value.split(",") if name.strip()}
+
+
+def _normalise(distribution: str) -> str:
+    return distribution.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    allowed = _allowed_distributions()
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry_point.dist
+        dist_name = dist.name if dist is not None else "unknown"
+        if allowed is not None and _normalise(dist_name) not in allowed:
+            continue
+        try:
+            plugin = entry_point.load()
+        except Exception as error:  # a broken third-party plugin must not stop the others
+            warnings.warn(
+                f"Plugin {entry_point.name!r} from distribution {dist_name!r} failed to import "
+                f"and was skipped: {type(error).__name__}: {error}",
+                stacklevel=2,
+            )
+            continue
+        if manager.is_registered(plugin) or manager.has_plugin(entry_point.name):
+            continue
+        manager.register(plugin, name=entry_point.name)
+        _origins[entry_point.name] = Origin(entry_point.name, dist_name, dist.version if dist else "")
+
+
+def register_plugin(plugin: Any, name: str | None = None, distribution: str = "(runtime)", version: str = "") -> str:
+    """Register a plugin object (a module or any object with hook implementations) at run time."""
+    manager = get_plugin_manager()
+    if manager.is_registered(plugin) or (name is not None and manager.has_plugin(name)):
+        raise SelectivityEvalError(
+            f"Plugin {name or plugin!r} is already registered (perhaps autoloaded from its entry point; "
+            f"set {LOAD_PLUGINS_ENV}='' to test it in isolation)."
+        )
+    registered = manager.register(plugin, name=name)
+    if registered is None:
+        raise SelectivityEvalError(f"Plugin {name or plugin!r} is already registered or blocked.")
+    _origins[registered] = Origin(registered, distribution, version)
+    return registered
+
+
+def unregister_plugin(name: str) -> None:
+    get_plugin_manager().unregister(name=name)
+    _origins.pop(name, None)
+
+
+@contextmanager
+def plugin_registered(plugin: Any, name: str | None = None, **origin: str) -> Iterator[str]:
+    """Register ``plugin`` for the duration of a ``with`` block, e.g. in a test."""
+    registered = register_plugin(plugin, name=name, **origin)
+    try:
+        yield registered
+    finally:
+        unregister_plugin(registered)
+
+
+def get_registry() -> Registry:
+    """Call every plugin's ``register_*`` hooks, one plugin at a time, so clashes name both plugins."""
+    manager = get_plugin_manager()
+    registrations: dict[tuple[str, str], Registration] = {}
+    for kind, (hook_name, base) in KINDS.items():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            origin = _origins.get(impl.plugin_name, Origin(impl.plugin_name, "(runtime)", ""))
+            register = _registrar(kind, base, origin, registrations)
+            impl.function(**{arg: register for arg in impl.argnames})
+    return Registry(list(registrations.values()))
+
+
+def _registrar(kind: str, base: type[Plugin], origin: Origin, seen: dict[tuple[str, str], Registration]):
+    def register(cls: type[Plugin]) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise SelectivityEvalError(
+                f"Plugin {origin.plugin!r} registered {cls!r} as a {kind}, "
+                f"but it is not a subclass of {base.__module__}.{base.__name__}."
+            )
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise SelectivityEvalError(f"Plugin {origin.plugin!r} registered {cls.__name__} without a `name`.")
+        previous = seen.get((kind, name))
+        if previous is not None:
+            raise PluginConflictError(
+                f"Two plugins register the {kind} name {name!r}: {previous.origin.plugin!r} "
+                f"(distribution {previous.origin.distribution}) and {origin.plugin!r} "
+                f"(distribution {origin.distribution}). Uninstall one, or restrict loading with "
+                f"{LOAD_PLUGINS_ENV}."
+            )
+        seen[(kind, name)] = Registration(kind, name, cls, origin)
+
+    return register

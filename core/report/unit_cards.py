@@ -1,0 +1,129 @@
+"""Unit cards: which units get one, and what each card shows (jitterplot, top images, AM image, values)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from selectivity_eval.core.report.dataset_images import DatasetImages, top_images_grid, top_rows
+from selectivity_eval.core.report.inputs import FinishedRun
+
+
+@dataclass
+class UnitCard:
+    layer: str
+    unit: int
+    reasons: list[str] = field(default_factory=list)
+    jitterplot: Path | None = None
+    top_images: Path | None = None
+    am_image: Path | None = None
+    values: dict[str, str] = field(default_factory=dict)
+
+
+def choose_units(run: FinishedRun, layer: str, columns: list[str], per_measure: int, random_units: int, seed: int):
+    """{unit: reasons}: the ``per_measure`` highest units by each column (NaN last, ties by lower index),
+    then ``random_units`` more of the layer's other units, drawn with ``seed`` and the layer's position."""
+    units = run.units.get(layer)
+    if not units:  # every measure failed on this layer
+        return {}
+    n_units = len(units["unit"])
+    chosen: dict[int, list[str]] = {}
+    for column in columns:
+        if column not in units:
+            continue
+        values = np.where(np.isnan(units[column]), -np.inf, units[column])
+        for rank, unit in enumerate(np.argsort(-values, kind="stable")[:per_measure]):
+            chosen.setdefault(int(unit), []).append(f"#{rank + 1} by {column}")
+    others = np.array([u for u in range(n_units) if u not in chosen], dtype=np.int64)
+    rng = np.random.default_rng([seed % 2**32, run.layers.index(layer)])
+    for unit in rng.permutation(others)[:random_units]:
+        chosen[int(unit)] = ["random"]
+    return dict(sorted(chosen.items()))
+
+
+def am_images(run: FinishedRun) -> dict[tuple[str, int], Path]:
+    """(layer, unit) -> the AM image the run wrote for it, from am.csv."""
+    path = run.directory / "am.csv"
+    if not path.is_file():
+        return {}
+    found = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            image = run.directory / "am" / _safe(row["layer"]) / f"{row['unit']}.png"
+            if not image.is_file():
+                image = run.directory / "am" / row["layer"] / f"{row['unit']}.png"
+            if image.is_file():
+                found[(row["layer"], int(row["unit"]))] = image
+    return found
+
+
+def _safe(name: str) -> str:
+    """A layer name as a folder name, as the AM plugin writes it."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "layer"
+
+
+def precision_top_ns(run: FinishedRun) -> tuple[int, ...]:
+    """The ``top_n`` of every precision measure in the spec (the lines on the jitterplots)."""
+    measures = run.spec.get("measures") or []
+    return tuple(sorted({int(m["top_n"]) for m in measures if m.get("name") == "precision" and "top_n" in m}))
+
+
+def format_value(run: FinishedRun, column: str, value) -> str:
+    if column in run.class_columns:
+        return run.class_name(value)
+    if isinstance(value, float) and np.isnan(value):
+        return "NaN"
+    if column.startswith("is_"):
+        return "yes" if value else "no"
+    return f"{value:.4g}"
+
+
+def build_cards(
+    run: FinishedRun,
+    layer: str,
+    chosen: dict[int, list[str]],
+    images: DatasetImages | None,
+    am: dict[tuple[str, int], Path],
+    out: Path,
+    settings,
+    steps,
+) -> list[UnitCard]:
+    """One card per chosen unit of ``layer``, its figures written under ``out``."""
+    from selectivity_eval.core.report import plots
+
+    activations = run.activations(layer)
+    labels = run.labels[run.measured]
+    rows_of_measured = np.flatnonzero(run.measured)
+    classes = np.unique(labels)
+    class_ids = np.searchsorted(classes, labels)
+    names = [run.class_name(c) for c in classes]
+    layer_index = run.layers.index(layer)
+    cards = []
+    for unit, reasons in chosen.items():
+        card = UnitCard(layer, unit, reasons)
+        values = np.asarray(activations[:, unit], dtype=np.float64)
+        stem = out / _safe(layer) / f"unit{unit}"
+        figure = plots.jitterplot(
+            values, class_ids, names, title=f"{layer}, unit {unit}",
+            seed=hash_seed(settings.seed, layer_index, unit), top_n=precision_top_ns(run),
+        )
+        card.jitterplot = plots.save(figure, stem.with_name(stem.name + "_jitter"), settings.formats)[0]
+        if settings.top_images and images is not None and images.items is not None:
+            top = top_rows(values, settings.top_images)
+            pictures = [images.image(int(rows_of_measured[i])) for i in top]
+            captions = [f"{names[class_ids[i]]}: {values[i]:.3g}" for i in top]
+            card.top_images = top_images_grid(pictures, captions, stem.with_name(stem.name + "_top.png"))
+        card.am_image = am.get((layer, unit))
+        columns = run.units[layer]
+        card.values = {c: format_value(run, c, columns[c][unit]) for c in columns if c != "unit"}
+        cards.append(card)
+        steps.advance()
+    return cards
+
+
+def hash_seed(seed: int, layer_index: int, unit: int) -> list[int]:
+    return [seed % 2**32, layer_index, unit]

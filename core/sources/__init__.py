@@ -1,0 +1,1 @@
+"""Model and data set sources: the base classes their plugins implement, and weights files."""

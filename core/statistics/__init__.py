@@ -1,0 +1,1 @@
+"""Shared statistics: labels, rankings and per-class statistics computed once for every measure."""

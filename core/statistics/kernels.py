@@ -1,0 +1,234 @@
+"""Compiled CPU kernels (numba) for the two passes ``LayerStats`` makes over a chunk of activations.
+
+Why compiled: in torch, each class statistic is its own scatter over every activation, and the
+top-k candidates need a boolean mask as large as the chunk; on a CPU those passes, not the
+arithmetic, dominate a layer's measures. Here the class pass reads each class's images together
+and keeps its running results in cache, and the candidate pass reads only the classes whose
+maximum can reach a unit's top k. At ImageNet scale the four measures then take about a third of
+the time they take with torch's passes (docs/performance.md).
+
+They give exactly what the torch code in ``stats.py`` gives: maxima and minima are exact, and each
+class's float64 sum adds its images in ascending image order from zero, as ``index_add_`` does.
+``stats.compiled_kernels`` decides when they are used; this module is imported only then, since
+loading numba and the cached kernels takes about half a second.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from selectivity_eval.core.statistics.labels import Labels
+
+UNITS_PER_BLOCK = 2048
+"""Units a task reads of each row: long enough to stream, short enough for its sums to stay in L1/L2."""
+
+INSERTION_SORT_MAX = 256
+"""Units with at most this many candidates (typically a few more than k) rank them by insertion
+sort, which beats two allocating sorts there; more, and they take ``np.argsort``'s O(n log n)."""
+
+_launch = threading.Lock()
+"""numba's default thread pool must not be entered by two threads at once (dask workers run several)."""
+
+
+def _threads() -> int:
+    """As many threads as torch uses (``torch.set_num_threads`` governs both), within numba's pool."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def _run(kernel, *args) -> None:
+    with _launch:
+        numba.set_num_threads(_threads())
+        kernel(*args)
+
+
+def _rows(activations: torch.Tensor) -> tuple[np.ndarray, int]:
+    """The activations as one flat array and the distance between rows, so that unit ``j`` of image
+    ``r`` is at ``r * stride + j``; a chunk of a wider matrix (a column slice) is read in place.
+
+    numba compiles a flat contiguous array into vector instructions, a strided 2-D one it does not.
+    """
+    if activations.stride(1) != 1 and activations.shape[1] > 1:
+        activations = activations.contiguous()
+    n, width = activations.shape
+    stride = activations.stride(0) if n > 1 else width
+    return activations.as_strided(((n - 1) * stride + width,), (1,)).numpy(), stride
+
+
+@numba.njit(parallel=True, cache=True, boundscheck=False, nogil=True)
+def _class_pass(
+    values, stride, width, order, starts, maxima, minima, sums, second, first_at_max
+):  # pragma: no cover - compiled
+    for c in numba.prange(starts.shape[0] - 1):
+        high = np.empty(UNITS_PER_BLOCK, values.dtype)
+        low = np.empty(UNITS_PER_BLOCK, values.dtype)
+        total = np.empty(UNITS_PER_BLOCK, np.float64)
+        runner_up = np.empty(UNITS_PER_BLOCK, values.dtype)
+        at = np.empty(UNITS_PER_BLOCK, np.int64)
+        for j0 in range(0, width, UNITS_PER_BLOCK):
+            w = min(width - j0, UNITS_PER_BLOCK)
+            high[:w] = -np.inf
+            low[:w] = np.inf
+            total[:w] = 0.0
+            runner_up[:w] = -np.inf
+            at[:w] = -1
+            for p in range(starts[c], starts[c + 1]):
+                image = order[p]
+                row = values[image * stride + j0 : image * stride + j0 + w]
+                for j in range(w):
+                    x = row[j]
+                    peak = high[j]
+                    runner_up[j] = max(runner_up[j], min(x, peak))
+                    at[j] = image if x > peak else at[j]
+                    high[j] = max(x, peak)
+                    low[j] = min(x, low[j])
+                    total[j] += np.float64(x)
+            for j in range(w):  # max and min above need not keep a NaN; the sum does
+                if np.isnan(total[j]):
+                    for p in range(starts[c], starts[c + 1]):
+                        if np.isnan(values[order[p] * stride + j0 + j]):
+                            high[j] = np.nan
+                            low[j] = np.nan
+            maxima[c, j0 : j0 + w] = high[:w]
+            minima[c, j0 : j0 + w] = low[:w]
+            sums[c, j0 : j0 + w] = total[:w]
+            second[c, j0 : j0 + w] = runner_up[:w]
+            first_at_max[c, j0 : j0 + w] = at[:w]
+
+
+@numba.njit(parallel=True, cache=True, boundscheck=False, nogil=True)
+def _candidate_pass(
+    values, stride, width, order, starts, maxima, second, first_at_max, bound, limit, block, insertion_sort_max,
+    image, value, count,
+):  # pragma: no cover - compiled
+    for b in numba.prange((width + block - 1) // block):
+        j0 = b * block
+        j1 = min(width, j0 + block)
+        reread = np.empty(j1 - j0, np.int64)
+        for c in range(starts.shape[0] - 1):
+            n_reread = 0
+            for j in range(j0, j1):
+                if maxima[c, j] >= bound[j]:
+                    if second[c, j] >= bound[j]:
+                        reread[n_reread] = j
+                        n_reread += 1
+                    else:
+                        slot = count[j]
+                        if slot < limit:
+                            image[j, slot] = first_at_max[c, j]
+                            value[j, slot] = maxima[c, j]
+                        count[j] = slot + 1
+            for p in range(starts[c], starts[c + 1]):
+                base = order[p] * stride
+                for t in range(n_reread):
+                    j = reread[t]
+                    x = values[base + j]
+                    if x >= bound[j]:
+                        slot = count[j]
+                        if slot < limit:
+                            image[j, slot] = order[p]
+                            value[j, slot] = x
+                        count[j] = slot + 1
+        for j in range(j0, j1):
+            if count[j] > limit:
+                continue  # ranked from all its images instead (``fallback``)
+            if count[j] <= insertion_sort_max:
+                _insertion_sort(image[j], value[j], count[j])
+            else:
+                by_image = np.argsort(image[j, : count[j]])
+                images = image[j, : count[j]][by_image]
+                values_ = value[j, : count[j]][by_image]
+                by_value = np.argsort(-values_, kind="mergesort")
+                image[j, : count[j]] = images[by_value]
+                value[j, : count[j]] = values_[by_value]
+
+
+@numba.njit(cache=True, boundscheck=False, nogil=True)
+def _insertion_sort(image, value, found):  # pragma: no cover - compiled
+    """Rank the first ``found`` entries by activation (high first), then image index."""
+    for end in range(1, found):
+        x = value[end]
+        at = image[end]
+        slot = end
+        while slot > 0 and (value[slot - 1] < x or (value[slot - 1] == x and image[slot - 1] > at)):
+            value[slot] = value[slot - 1]
+            image[slot] = image[slot - 1]
+            slot -= 1
+        value[slot] = x
+        image[slot] = at
+
+
+def class_extremes_and_sums(activations: torch.Tensor, labels: Labels):
+    """Each class's maximum, minimum (NaN where the class has a NaN) and float64 sum, in one pass;
+    with them, for ``candidates_at_or_above``, each class's second-highest activation (equal to the
+    maximum when two images share it) and the first image holding the maximum.
+    """
+    values, stride = _rows(activations)
+    width = activations.shape[1]
+    order, starts = labels.grouped
+    shape = (labels.n_classes, width)
+    maxima = np.empty(shape, dtype=values.dtype)
+    minima = np.empty(shape, dtype=values.dtype)
+    sums = np.empty(shape, dtype=np.float64)
+    second = np.empty(shape, dtype=values.dtype)
+    first_at_max = np.empty(shape, dtype=np.int64)
+    _run(_class_pass, values, stride, width, order, starts, maxima, minima, sums, second, first_at_max)
+    statistics = torch.from_numpy(maxima), torch.from_numpy(minima), torch.from_numpy(sums)
+    return statistics, (torch.from_numpy(second), torch.from_numpy(first_at_max))
+
+
+def candidates_at_or_above(
+    activations: torch.Tensor,
+    labels: Labels,
+    class_max: torch.Tensor,
+    runners_up: tuple[torch.Tensor, torch.Tensor] | None,
+    bound: torch.Tensor,
+    limit: int,
+):
+    """Per unit, up to ``limit`` images whose activation is at or above the unit's bound, with their
+    values, and how many there are in all (which may exceed ``limit``).
+
+    Only classes whose maximum reaches the bound can hold one, about k of them per unit. Where the
+    class's second-highest activation stays below the bound (``runners_up`` from the class pass),
+    its first image at the maximum is the only one, and nothing is read; only the other classes'
+    images are. Without ``runners_up`` every such class is read. Returns (image (units, limit)
+    int64, value (units, limit), count (units,) int64), each unit's candidates ranked (activation
+    high to low, then image index); slots past a unit's count are undefined. NaN activations are
+    never candidates.
+    """
+    values, stride = _rows(activations)
+    width = activations.shape[1]
+    order, starts = labels.grouped
+    maxima = class_max.numpy()
+    second, first_at_max = (maxima, np.zeros_like(maxima, dtype=np.int64)) if runners_up is None else (
+        runners_up[0].numpy(),
+        runners_up[1].numpy(),
+    )
+    block = min(UNITS_PER_BLOCK, max(64, -(-width // _threads())))
+    image = np.empty((width, limit), dtype=np.int64)
+    value = np.empty((width, limit), dtype=values.dtype)
+    count = np.zeros(width, dtype=np.int64)
+    _run(
+        _candidate_pass,
+        values,
+        stride,
+        width,
+        order,
+        starts,
+        maxima,
+        second,
+        first_at_max,
+        bound.numpy(),
+        limit,
+        block,
+        INSERTION_SORT_MAX,
+        image,
+        value,
+        count,
+    )
+    return torch.from_numpy(image), torch.from_numpy(value), torch.from_numpy(count)

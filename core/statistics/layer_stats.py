@@ -1,0 +1,322 @@
+"""Statistics shared by the measures, computed once per chunk of units and reused by all of them.
+
+A measure never loops over units: it reads whole (classes x units) or (k x units) tensors from
+``LayerStats``, which computes each statistic on first use and caches it. Third-party measures use
+the same object, so a layer pays for a class maximum or a top-k ranking once, whoever asks first.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from types import ModuleType
+
+import torch
+
+from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.statistics.labels import Labels
+from selectivity_eval.core.statistics.ranking import Candidates, kth_largest, nonzero_sparse, ranked_top_indices
+
+KERNELS_VARIABLE = "SELECTIVITY_EVAL_KERNELS"
+KERNEL_MODES = ("auto", "compiled", "torch")
+COMPILED_MIN_ACTIVATIONS = 2**24
+
+
+def kernel_mode() -> str:
+    """``SELECTIVITY_EVAL_KERNELS`` (``auto`` when unset), checked: runs check it before any work."""
+    mode = os.environ.get(KERNELS_VARIABLE, "auto")
+    if mode not in KERNEL_MODES:
+        raise UserInputError(
+            f"The environment variable {KERNELS_VARIABLE} is {mode!r}; it must be one of "
+            f"{', '.join(KERNEL_MODES)} (or unset, which means auto)."
+        )
+    return mode
+
+
+def compiled_kernels(activations: torch.Tensor) -> ModuleType | None:
+    """``stats_kernels`` when its compiled passes should compute these activations' statistics.
+
+    ``SELECTIVITY_EVAL_KERNELS`` chooses: ``auto`` (the default) compiles CPU float chunks of at
+    least ``COMPILED_MIN_ACTIVATIONS`` values, where the kernels' one-time load (about half a
+    second) is repaid, and uses torch if numba is missing; ``compiled`` compiles every CPU float
+    chunk; ``torch`` never does. Both give identical results.
+    """
+    mode = kernel_mode()
+    if (
+        mode == "torch"
+        or activations.device.type != "cpu"
+        or activations.dtype not in (torch.float32, torch.float64)
+        or activations.requires_grad
+        or activations.numel() == 0
+        or (mode == "auto" and activations.numel() < COMPILED_MIN_ACTIVATIONS)
+    ):
+        return None
+    try:
+        from selectivity_eval.core.statistics import kernels as stats_kernels
+    except ImportError:
+        if mode == "compiled":
+            raise
+        return None
+    return stats_kernels
+
+
+ROW_BLOCK_BYTES = 4 * 2**20
+CANDIDATES_PER_SLOT = 8
+
+ClassStatistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class LayerStats:
+    """Lazily computed statistics of one chunk of units (images x units) under shared labels.
+
+    No statistic needs a copy of the whole chunk: one pass gives every class's maximum, minimum and
+    float64 sum together; a second pass collects the few candidates for a top-k ranking (see
+    ``top_indices``). In torch the passes read blocks of rows; on large CPU chunks compiled kernels
+    make them (``compiled_kernels``), with identical results.
+    """
+
+    def __init__(self, activations: torch.Tensor, labels: Labels):
+        if activations.ndim != 2:
+            raise ValueError(f"activations must be (images, units), got shape {tuple(activations.shape)}")
+        if activations.shape[0] != labels.n_images:
+            raise ValueError(
+                f"activations have {activations.shape[0]} images but labels have {labels.n_images}"
+            )
+        self.activations = activations
+        self.labels = labels
+        self._topk: dict[int, torch.Tensor] = {}
+        self._candidates: dict[int, Candidates] = {}
+        self._runners_up: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._row_block = max(1, ROW_BLOCK_BYTES // max(1, activations.shape[1] * activations.element_size()))
+
+    LABEL_FREE = ("unit_max", "unit_min", "finite_units", "total_sum")
+
+    def relabelled(self, labels: Labels, class_statistics: ClassStatistics | None = None) -> LayerStats:
+        """Statistics of the same activations under other labels, sharing what labels don't change.
+
+        The ranking (``top_indices``) with its candidates, each unit's extremes and its total are
+        label-free, so chance baselines computed on shuffled labels reuse them instead of
+        recomputing them; the class statistics of the new labels may be handed in, computed in a
+        batch by ``class_statistics``.
+        """
+        other = LayerStats(self.activations, labels)
+        other._topk = self._topk
+        other._candidates = self._candidates
+        if class_statistics is not None:
+            other.__dict__["_class_extremes_and_sums"] = class_statistics
+        for name in self.LABEL_FREE:
+            if name in self.__dict__:
+                other.__dict__[name] = self.__dict__[name]
+        return other
+
+    @property
+    def n_images(self) -> int:
+        return self.labels.n_images
+
+    @property
+    def n_units(self) -> int:
+        return int(self.activations.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return self.labels.n_classes
+
+    @property
+    def device(self) -> torch.device:
+        return self.activations.device
+
+    def row_blocks(self, contiguous: bool = True):
+        """(start, block of rows, their class codes), in image order; blocks copied contiguous on request."""
+        for start in range(0, self.n_images, self._row_block):
+            stop = start + self._row_block
+            block = self.activations[start:stop]
+            yield start, block.contiguous() if contiguous else block, self.labels.codes[start:stop]
+
+    @cached_property
+    def _class_extremes_and_sums(self) -> ClassStatistics:
+        kernels = compiled_kernels(self.activations)
+        if kernels is not None:
+            statistics, self._runners_up = kernels.class_extremes_and_sums(self.activations, self.labels)
+            return statistics
+        return self.class_statistics([self.labels.codes])[0]
+
+    def class_statistics(self, labellings: list[torch.Tensor]) -> list[ClassStatistics]:
+        """Each class's maximum, minimum and float64 sum under several labellings, in one pass.
+
+        Each block of rows is read once and scattered once per labelling while it is in cache,
+        which is what makes many label shufflings cheap.
+        """
+        shape = (self.n_classes, self.n_units)
+        dtype, device = self.activations.dtype, self.device
+        out = [
+            (
+                torch.full(shape, -torch.inf, dtype=dtype, device=device),
+                torch.full(shape, torch.inf, dtype=dtype, device=device),
+                torch.zeros(shape, dtype=torch.float64, device=device),
+            )
+            for _ in labellings
+        ]
+        for start, block, _ in self.row_blocks():
+            wide = block.to(torch.float64)
+            for codes, (maxima, minima, sums) in zip(labellings, out):
+                rows = codes[start : start + len(block)]
+                index = rows.unsqueeze(1).expand(-1, self.n_units)
+                maxima.scatter_reduce_(0, index, block, "amax")
+                minima.scatter_reduce_(0, index, block, "amin")
+                sums.index_add_(0, rows, wide)
+        return out
+
+    @property
+    def class_max(self) -> torch.Tensor:
+        """(classes, units): the highest activation of each class (NaN where the class has a NaN)."""
+        return self._class_extremes_and_sums[0]
+
+    @property
+    def class_min(self) -> torch.Tensor:
+        """(classes, units): the lowest activation of each class."""
+        return self._class_extremes_and_sums[1]
+
+    @property
+    def class_sum(self) -> torch.Tensor:
+        """(classes, units): the sum of activations of each class, in float64."""
+        return self._class_extremes_and_sums[2]
+
+    @cached_property
+    def class_mean(self) -> torch.Tensor:
+        """(classes, units): the mean activation of each class, in float64."""
+        return self.class_sum / self.labels.counts.to(torch.float64).unsqueeze(1)
+
+    @cached_property
+    def total_sum(self) -> torch.Tensor:
+        """(units,): the sum over all images, in float64."""
+        return self.class_sum.sum(0)
+
+    @cached_property
+    def unit_max(self) -> torch.Tensor:
+        """(units,): the highest activation of each unit."""
+        return self.class_max.amax(0)
+
+    @cached_property
+    def unit_min(self) -> torch.Tensor:
+        """(units,): the lowest activation of each unit."""
+        return self.class_min.amin(0)
+
+    @cached_property
+    def finite_units(self) -> torch.Tensor:
+        """(units,) bool: units whose every activation is finite (no NaN, no infinity)."""
+        return torch.isfinite(self.unit_max) & torch.isfinite(self.unit_min)
+
+    @cached_property
+    def top_class(self) -> torch.Tensor:
+        """(units,): code of the class holding the highest activation, lowest code on ties."""
+        return torch.argmax(self.class_max, dim=0)
+
+    @cached_property
+    def runner_up_max(self) -> torch.Tensor:
+        """(units,): the highest activation of any class other than ``top_class``; -inf with one class."""
+        if self.n_classes < 2:
+            return torch.full((self.n_units,), -torch.inf, dtype=self.activations.dtype, device=self.device)
+        return self.class_max.scatter(0, self.top_class.unsqueeze(0), -torch.inf).amax(0)
+
+    def count_above(self, thresholds: torch.Tensor) -> torch.Tensor:
+        """(units,) int64: how many images of each unit are strictly above that unit's threshold.
+
+        Where an earlier ``top_indices`` call's k-th value, or its candidate bound, lies at or below a
+        unit's threshold, every image above the threshold is among those already found; only the
+        other units' activations are read again.
+        """
+        counts = torch.zeros(self.n_units, dtype=torch.int64, device=self.device)
+        pending = torch.ones(self.n_units, dtype=torch.bool, device=self.device)
+        for top in self._topk.values():
+            top_values = self.activations.gather(0, top)
+            covered = pending & (top_values[-1] <= thresholds)
+            if covered.any():
+                counts += torch.where(covered, (top_values > thresholds).sum(0), 0)
+                pending &= ~covered
+        for found in self._candidates.values():
+            covered = ~found.fallback & (found.bound <= thresholds) & pending
+            if covered.any():
+                counts += torch.where(covered, (found.value > thresholds.unsqueeze(1)).sum(1), 0)
+                pending &= ~covered
+        rest = pending.nonzero().squeeze(1)
+        if rest.numel() == self.n_units:
+            for _, block, _ in self.row_blocks(contiguous=False):
+                counts += (block > thresholds).sum(0)
+        elif rest.numel():
+            values = self.activations[:, rest]
+            counts[rest] = (values > thresholds[rest]).sum(0)
+        return counts
+
+    def top_indices(self, k: int) -> torch.Tensor:
+        """(k, units): image indices of the ranking's first ``k`` places, ties by ascending index."""
+        if k not in self._topk:
+            self._topk[k] = self._top_indices(k)
+        return self._topk[k]
+
+    def _top_indices(self, k: int) -> torch.Tensor:
+        if self.n_classes < k:
+            return ranked_top_indices(self.activations, k)
+        found = self._gather_candidates(k)
+        self._candidates[k] = found
+        top = torch.zeros((k, self.n_units), dtype=torch.int64, device=self.device)
+        good = (~found.fallback).nonzero().squeeze(1)
+        if good.numel():
+            top[:, good] = found.image[good, :k].T
+        bad = found.fallback.nonzero().squeeze(1)
+        if bad.numel():
+            top[:, bad] = ranked_top_indices(self.activations[:, bad], k)
+        return top
+
+    def _gather_candidates(self, k: int) -> Candidates:
+        """Exact top-k without a sort or a top-k over every image.
+
+        The k-th highest class maximum is at most the k-th highest activation, so every image of
+        the top k lies at or above it; typically only a few more than k do. Those candidates are
+        gathered in one pass and ranked within each unit. Units where that bound is loose (many
+        ties at it, as in a mostly-zero ReLU unit) or whose values are not all finite are marked
+        ``fallback`` for ``ranked_top_indices`` on just those units.
+        """
+        bound = kth_largest(self.class_max, k)
+        limit = CANDIDATES_PER_SLOT * k
+        kernels = compiled_kernels(self.activations)
+        if kernels is not None:
+            found = kernels.candidates_at_or_above(
+                self.activations, self.labels, self.class_max, self._runners_up, bound, limit
+            )
+        else:
+            found = self._candidates_by_blocks(bound, limit)
+        image, value, count = found
+        fallback = (count > limit) | (count < k) | ~self.finite_units
+        kept = torch.where(fallback, 0, count)
+        slots = int(kept.max()) if kept.numel() else 0
+        padding = torch.arange(slots, device=self.device) >= kept.unsqueeze(1)
+        return Candidates(bound, image[:, :slots], value[:, :slots].masked_fill(padding, -torch.inf), kept, fallback)
+
+    def _candidates_by_blocks(self, bound: torch.Tensor, limit: int):
+        """``stats_kernels.candidates_at_or_above`` in torch, for devices and dtypes it does not take."""
+        count = torch.zeros(self.n_units, dtype=torch.int64, device=self.device)
+        images, units, values = [], [], []
+        for start, block, _ in self.row_blocks(contiguous=False):
+            at_or_above = block >= bound
+            over = count > limit
+            if over.any():
+                at_or_above[:, over] = False
+            rows, cols = nonzero_sparse(at_or_above)
+            count += torch.bincount(cols, minlength=self.n_units)
+            images.append(rows + start)
+            units.append(cols)
+            values.append(block[rows, cols])
+        image, unit, value = torch.cat(images), torch.cat(units), torch.cat(values)
+        order = torch.sort(unit, stable=True).indices
+        image, unit, value = image[order], unit[order], value[order]
+        taken = torch.bincount(unit, minlength=self.n_units)
+        first = torch.cumsum(taken, 0) - taken
+        slot = torch.arange(unit.numel(), device=self.device) - first[unit]
+        keep = slot < limit
+        slots = int(taken.max().clamp(max=limit)) if taken.numel() else 0
+        padded_image = torch.zeros((self.n_units, slots), dtype=torch.int64, device=self.device)
+        padded_value = torch.full((self.n_units, slots), -torch.inf, dtype=self.activations.dtype, device=self.device)
+        padded_image[unit[keep], slot[keep]] = image[keep]
+        padded_value[unit[keep], slot[keep]] = value[keep]
+        by_value = torch.sort(padded_value, dim=1, descending=True, stable=True).indices
+        return padded_image.gather(1, by_value), padded_value.gather(1, by_value), count

@@ -1,0 +1,1 @@
+"""The activation store: extracted activations on disk, keyed by what determines them."""

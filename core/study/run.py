@@ -1,0 +1,203 @@
+"""Run a whole study from a validated spec: load, extract, measure, write."""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from selectivity_eval._version import __version__
+from selectivity_eval.core.am.method import AMContext
+from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.distributed.executor import executor_record, executor_scope
+from selectivity_eval.core.extraction.extract import resolve_layers
+from selectivity_eval.core.statistics.labels import Labels
+from selectivity_eval.core.measures.base import Column, Measure
+from selectivity_eval.core.outputs.results import summarise_layer, write_json, write_resolved_spec, write_units_csv
+from selectivity_eval.core.registry.manager import Registry, get_registry
+from selectivity_eval.core.cli.progress import Reporter
+from selectivity_eval.core.report.build import report_after_run
+from selectivity_eval.core.report.inputs import record_rows
+from selectivity_eval.core.study.steps import (
+    MeasureFailureRecord,
+    extract_step,
+    measure_step,
+    measured_images,
+    rows,
+    untrained_step,
+)
+from selectivity_eval.core.sources.base import LoadedModel
+from selectivity_eval.core.statistics.layer_stats import kernel_mode
+from selectivity_eval.schemas.spec import RunSpec
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    results: dict[str, dict[str, np.ndarray]]
+    summary: dict[str, Any]
+    failures: list[MeasureFailureRecord] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("device: cuda was asked for, but torch sees no CUDA device. Use device: cpu or auto.")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_model(spec: RunSpec, registry: Registry) -> LoadedModel:
+    source = registry.get("model", spec.model.plugin)(spec.model.params())
+    return source.load(seed=spec.seed)
+
+
+def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Registry | None = None) -> RunResult:
+    """Run the study ``spec`` describes, on the executor ``spec.executor`` names (in this process by default)."""
+    kernel_mode()
+    with executor_scope(spec.executor, reporter):
+        return _run_spec(spec, reporter=reporter, registry=registry)
+
+
+def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Registry | None = None) -> RunResult:
+    """Run the study ``spec`` describes; the spec must already be validated (see ``load_spec``)."""
+    registry = registry or get_registry()
+    reporter = reporter or Reporter(quiet=True)
+    timings: dict[str, float] = {}
+    device = resolve_device(spec.device)
+    seed_everything(spec.seed)
+    started = time.perf_counter()
+    model = load_model(spec, registry)
+    layers = resolve_layers(model, spec.layers)
+    am_method = registry.get("am", spec.am.method)(spec.am.params()) if spec.am is not None else None
+    if am_method is not None:
+        am_method.validate(model, layers)  # unknown layers, units out of range: before any extraction
+    dataset_source = registry.get("dataset", spec.dataset.plugin)(spec.dataset.params())
+    data = dataset_source.load(seed=spec.seed, transform=model.transform)
+    timings["load"] = time.perf_counter() - started
+    output_dir = Path(spec.output)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_resolved_spec(output_dir / "spec.resolved.yaml", spec)
+
+    started = time.perf_counter()
+    extraction = extract_step(spec, model, data, layers, device, reporter, output_dir)
+    measured = measured_images(extraction, data)
+    record_rows(output_dir, data.labels, measured, data.class_names, extraction.activations)
+    activations = {label: rows(values, measured) for label, values in extraction.activations.items()}
+    timings["extract"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    measures = [
+        (registry.get("measure", ref.name)(ref.params()), ref.column_label) for ref in spec.measures or []
+    ]
+    plugin_of = {ref.column_label: registry.entry("measure", ref.name).origin.plugin for ref in spec.measures or []}
+    labels = Labels.from_array(data.labels[measured], device)
+    trained = measure_step(spec, activations, labels, measures, plugin_of, device, reporter)
+    results, failures = trained.results, trained.failures
+    timings["measures"] = time.perf_counter() - started
+
+    kinds = column_kinds(measures)
+    summary = summarise(results, kinds, activations, trained.chance)
+    if spec.untrained_baseline:
+        started = time.perf_counter()
+        untrained = untrained_step(spec, model, data, layers, measured, labels, measures, plugin_of, device, reporter)
+        failures += untrained.failures
+        (output_dir / "untrained").mkdir(exist_ok=True)
+        write_units_csv(output_dir / "untrained" / "units.csv", untrained.results)
+        untrained_summary = summarise(untrained.results, kinds, untrained.activations, untrained.chance)
+        for layer in summary:
+            summary[layer]["untrained"] = untrained_summary[layer]
+        timings["untrained_baseline"] = time.perf_counter() - started
+    write_units_csv(output_dir / "units.csv", results)
+    write_json(output_dir / "summary.json", summary)
+
+    result = RunResult(output_dir, results, summary, failures, timings)
+
+    def write_record() -> None:
+        record = run_record(spec, model, data.identity, device, result, registry)
+        record["images"] = {
+            "in_data_set": len(data),
+            "measured": int(measured.sum()),
+            "unreadable_skipped": len(extraction.unreadable),
+            "unreadable": extraction.unreadable[:100],
+            "dropped_incorrect": int((extraction.readable & ~measured).sum()),
+        }
+        record["activation_cache"] = extraction.cache
+        write_json(output_dir / "run.json", record)
+
+    write_record()  # before AM, so a failing AM method loses nothing already computed
+    if spec.am is not None:
+        started = time.perf_counter()
+        context = AMContext(
+            model=model,
+            layers={layer.label: layer.module_name for layer in layers},
+            activations=activations,
+            results=results,
+            output_dir=output_dir,
+            device=device,
+            seed=spec.seed,
+            data=data,
+            measured=measured,
+            layer_settings={layer.label: layer for layer in layers},
+            reporter=reporter,
+        )
+        with reporter.live():
+            am_method.run(context)
+        timings["am"] = time.perf_counter() - started
+        write_record()
+    result.report = report_after_run(output_dir, spec.report, reporter)
+    return result
+
+
+def summarise(results, kinds, activations, chance) -> dict[str, Any]:
+    summary = {layer: summarise_layer(columns, kinds) for layer, columns in results.items()}
+    for layer, matrix in activations.items():
+        summary[layer]["signed_activations"] = bool((matrix < 0).any())
+        if layer in chance:
+            summary[layer]["chance"] = chance[layer]
+    return summary
+
+
+def column_kinds(measures: list[tuple[Measure, str]]) -> dict[str, Column]:
+    kinds: dict[str, Column] = {}
+    for measure, label in measures:
+        kinds.update(measure.output_columns(label))
+    return kinds
+
+
+def run_record(spec, model, dataset_identity, device, result: RunResult, registry: Registry) -> dict[str, Any]:
+    plugins = sorted(
+        {(e.origin.plugin, e.origin.distribution, e.origin.version) for e in registry}, key=lambda row: row[0]
+    )
+    return {
+        "selectivity_eval": __version__,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+        "plugins": [{"plugin": p, "distribution": d, "version": v} for p, d, v in plugins],
+        "seed": spec.seed,
+        "device": str(device),
+        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+        "model": {"plugin": spec.model.plugin, "params": spec.model.params(), "identity": model.identity},
+        "dataset": {"plugin": spec.dataset.plugin, "params": spec.dataset.params(), "identity": dataset_identity},
+        "layers": {layer: summary["n_units"] for layer, summary in result.summary.items()},
+        "failures": [vars(f) for f in result.failures],
+        "executor": executor_record(),
+        "status": "failed" if result.failures else "ok",
+    }

@@ -1,0 +1,1 @@
+"""The built-in AM method (gradient ascent) and its library call ``se.maximise``."""

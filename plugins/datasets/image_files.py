@@ -1,0 +1,249 @@
+"""Shared pieces of the image data sets read from disk: reading images, the Dataset, listing and selection.
+
+Data sets list their files once at load, select a deterministic subset of them (``limit_per_class``,
+then a seeded ``subset``) and read each image lazily with Pillow in ``dataset[i]``. An image that
+cannot be read or decoded gives ``(None, label)`` instead of raising; the engine then skips or
+stops according to ``on_unreadable``. ImageNet-1k class indices follow torchvision's order (the
+1,000 WordNet ids sorted), so a torchvision classifier's output index compares with them directly;
+``plugins/datasets/imagenet_wnids.txt`` holds that list. No plugin is registered here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+from torch.utils.data import Dataset
+
+from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.sources.base import LoadedDataset
+from selectivity_eval.schemas.params import PluginParams
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+WNIDS_FILE = "imagenet_wnids.txt"
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading one image
+
+
+def _unreadable_errors() -> tuple[type[BaseException], ...]:
+    from PIL import Image
+
+    # UnidentifiedImageError, truncated files, missing or unreadable files are OSErrors; broken
+    # headers surface as SyntaxError, ValueError, EOFError or struct.error in Pillow's decoders.
+    return (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+def read_rgb(path: str):
+    """The image at ``path`` decoded as an RGB PIL image, or None when it cannot be read or decoded."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # convert() decodes the whole image, so truncation shows here
+    except _unreadable_errors():
+        return None
+
+
+def _to_tensor(image):
+    from torchvision.transforms.functional import to_tensor
+
+    return to_tensor(image)
+
+
+class ImageFiles(Dataset):
+    """Image files with labels; item ``i`` is ``(transform(image), label)``, or ``(None, label)`` if unreadable.
+
+    A plain class holding paths, labels and the transform, so DataLoader workers can pickle it.
+    Without a transform an item is a float tensor (3, H, W) in [0, 1].
+    """
+
+    def __init__(self, paths: Sequence[str], labels: Sequence[int], transform: Callable[[Any], Any] | None = None):
+        if len(paths) != len(labels):
+            raise ValueError("paths and labels differ in length")
+        self.paths = list(paths)
+        self.labels = [int(label) for label in labels]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        label = self.labels[index]
+        image = read_rgb(self.paths[index])
+        if image is None:
+            return None, label
+        return (_to_tensor(image) if self.transform is None else self.transform(image)), label
+
+    def describe(self, index: int) -> str:
+        """The path of item ``index``."""
+        return self.paths[index]
+
+
+# ----------------------------------------------------------------------------------------------
+# Listing, selection, identity
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image file: its path relative to the data set root (with ``/``), its absolute path, its label."""
+
+    relative: str
+    path: str
+    label: int
+
+
+def select_items(items: list[Item], limit_per_class: int | None, subset: int | None, seed: int) -> list[Item]:
+    """The first ``limit_per_class`` items of each label (in listing order), then ``subset`` of them at random.
+
+    The random choice is seeded, so the same seed gives the same images; the chosen items keep
+    listing order. A ``subset`` at least as large as what is left keeps everything.
+    """
+    if limit_per_class is not None:
+        taken: dict[int, int] = {}
+        kept = []
+        for item in items:
+            if taken.get(item.label, 0) < limit_per_class:
+                taken[item.label] = taken.get(item.label, 0) + 1
+                kept.append(item)
+        items = kept
+    if subset is not None and subset < len(items):
+        rng = np.random.default_rng(seed % 2**32)
+        chosen = np.sort(rng.choice(len(items), size=subset, replace=False))
+        items = [items[i] for i in chosen]
+    return items
+
+
+def listing_sha256(items: list[Item]) -> str:
+    """sha256 over the chosen listing in order: relative path, size, modification time and label of each item.
+
+    Size and modification time, as make and rsync use them, catch a file replaced or rewritten in
+    place without reading 50,000 images' contents on every run.
+    """
+    digest = hashlib.sha256()
+    for item in items:
+        try:
+            status = os.stat(item.path)
+            size, modified = status.st_size, status.st_mtime_ns
+        except OSError:
+            size = modified = -1
+        digest.update(f"{item.relative}\t{size}\t{modified}\t{item.label}\n".encode())
+    return digest.hexdigest()
+
+
+def _extensions(value: Sequence[str]) -> tuple[str, ...]:
+    return tuple(ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in value)
+
+
+def _existing(value: str | None, what: str, *, directory: bool | None) -> str | None:
+    """Check that a path parameter exists (directory True: a folder; False: a file; None: either)."""
+    if value is None:
+        return value
+    path = Path(value).expanduser()
+    if directory is None:
+        ok, kind = path.exists(), "file or directory"
+    elif directory:
+        ok, kind = path.is_dir(), "directory"
+    else:
+        ok, kind = path.is_file(), "file"
+    if not ok:
+        raise ValueError(
+            f"{what} {value!r} is not an existing {kind} (a relative path is relative to the current working directory)"
+        )
+    return value
+
+
+def _resolved_root(root: str) -> Path:
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise UserInputError(f"Data set root {root!r} does not exist or is not a directory.")
+    return path.resolve()
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k WordNet ids in torchvision's class order (sorted); index = class index."""
+    text = resources.files("selectivity_eval.plugins.datasets").joinpath(WNIDS_FILE).read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+@lru_cache(maxsize=1)
+def imagenet_index() -> dict[str, int]:
+    return {wnid: index for index, wnid in enumerate(imagenet_wnids())}
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameters shared by the image data sets
+
+
+class ImageParams(PluginParams):
+    root: str = Field(description="Folder holding the images (relative to the current working directory).")
+    extensions: list[str] = Field(
+        list(IMAGE_EXTENSIONS), min_length=1, description="File name endings read as images (case-insensitive)."
+    )
+    limit_per_class: int | None = Field(
+        None, ge=1, description="Keep only the first N images of each class (in file name order)."
+    )
+    subset: int | None = Field(
+        None, ge=1, description="Keep a seeded random subset of N images (after limit_per_class)."
+    )
+    subset_seed: int | None = Field(None, description="Seed of `subset`; the run's seed when not given.")
+    correct_only: bool = Field(False, description="Measure only images the network classifies correctly (top-1).")
+    on_unreadable: Literal["skip", "fail"] = Field(
+        "fail", description="An image that cannot be read: 'skip' it (recorded in run.json) or 'fail' the run."
+    )
+    workers: int = Field(0, ge=0, description="DataLoader worker processes that read and decode the images.")
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, value: str) -> str:
+        return _existing(value, "root", directory=True)
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: list[str]) -> list[str]:
+        if any(not ext.strip(".") for ext in value):
+            raise ValueError("an extension must not be empty")
+        return list(_extensions(value))
+
+
+def _loaded(
+    params: ImageParams,
+    items: list[Item],
+    transform,
+    class_names: list[str],
+    identity: dict[str, Any],
+    model_class_of_label: np.ndarray | None,
+) -> LoadedDataset:
+    dataset = ImageFiles([item.path for item in items], [item.label for item in items], transform)
+    identity = {
+        **identity,
+        "n_images": len(items),
+        "n_classes": len({item.label for item in items}),
+        "sha256": listing_sha256(items),
+    }
+    return LoadedDataset(
+        dataset=dataset,
+        labels=np.asarray(dataset.labels, dtype=np.int64),
+        class_names=class_names,
+        identity=identity,
+        describe=dataset.describe,
+        num_workers=params.workers,
+        on_unreadable=params.on_unreadable,
+        correct_only=params.correct_only,
+        model_class_of_label=model_class_of_label,
+    )
+
+
+def _seed(params: ImageParams, seed: int) -> int:
+    return seed if params.subset_seed is None else params.subset_seed

@@ -1,0 +1,1 @@
+"""Built-in measures: localist, precision, CCMAS, top-class selectivity and detection."""
