@@ -39,8 +39,12 @@ def statistics(stats: LayerStats, k: int) -> dict[str, torch.Tensor]:
         "class_max": stats.class_max,
         "class_min": stats.class_min,
         "class_sum": stats.class_sum,
+        "class_sum_squares": stats.class_sum_squares,
+        "class_variance": stats.class_variance,
+        "constant_units": stats.constant_units,
         "top_indices": stats.top_indices(k),
         "count_above": stats.count_above(thresholds),
+        "count_at_or_above": stats.count_at_or_above(thresholds),
         "finite_units": stats.finite_units,
     }
 
@@ -156,3 +160,26 @@ def test_both_ways_of_ranking_candidates_give_the_plain_ranking(monkeypatch, ins
     np.testing.assert_array_equal(top, plain)
     found = stats._candidates[60]
     assert not found.fallback.any() and found.count.min() > 60
+
+
+@pytest.mark.parametrize("mode", ["compiled", "torch"])
+def test_class_sums_of_squares_give_each_class_variance(monkeypatch, mode):
+    """Both paths: sum of squares and variance per class as numpy computes them, also after relabelling."""
+    monkeypatch.setenv(KERNELS_VARIABLE, mode)
+    rng = np.random.default_rng(5)
+    matrix = rng.normal(2.0, 3.0, size=(300, 9)).astype(np.float32)
+    labels = rng.integers(0, 7, size=300)
+    stats = LayerStats(torch.from_numpy(matrix), Labels.from_array(labels))
+    wide = matrix.astype(np.float64)
+    for c in range(7):
+        rows = wide[labels == c]
+        np.testing.assert_allclose(stats.class_sum_squares[c].numpy(), (rows**2).sum(0), rtol=1e-12)
+        np.testing.assert_allclose(stats.class_variance[c].numpy(), rows.var(0), rtol=1e-9)
+    shuffled = rng.permutation(labels)
+    relabelled_info = Labels.from_array(shuffled)
+    batch = stats.class_statistics([relabelled_info.codes])[0]
+    assert batch[3] is None
+    relabelled = stats.relabelled(relabelled_info, batch)
+    for c in range(7):
+        np.testing.assert_allclose(relabelled.class_variance[c].numpy(), wide[shuffled == c].var(0), rtol=1e-9)
+    assert not stats.constant_units.any()

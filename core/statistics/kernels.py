@@ -7,8 +7,9 @@ and keeps its running results in cache, and the candidate pass reads only the cl
 maximum can reach a unit's top k. At ImageNet scale the four measures then take about a third of
 the time they take with torch's passes (docs/performance.md).
 
-They give exactly what the torch code in ``stats.py`` gives: maxima and minima are exact, and each
-class's float64 sum adds its images in ascending image order from zero, as ``index_add_`` does.
+They give exactly what the torch code in ``layer_stats.py`` gives: maxima and minima are exact, and each
+class's float64 sum (and sum of squares) adds its images in ascending image order from zero, as
+``index_add_`` does.
 ``stats.compiled_kernels`` decides when they are used; this module is imported only then, since
 loading numba and the cached kernels takes about half a second.
 """
@@ -62,12 +63,13 @@ def _rows(activations: torch.Tensor) -> tuple[np.ndarray, int]:
 
 @numba.njit(parallel=True, cache=True, boundscheck=False, nogil=True)
 def _class_pass(
-    values, stride, width, order, starts, maxima, minima, sums, second, first_at_max
+    values, stride, width, order, starts, maxima, minima, sums, squares, second, first_at_max
 ):  # pragma: no cover - compiled
     for c in numba.prange(starts.shape[0] - 1):
         high = np.empty(UNITS_PER_BLOCK, values.dtype)
         low = np.empty(UNITS_PER_BLOCK, values.dtype)
         total = np.empty(UNITS_PER_BLOCK, np.float64)
+        total_sq = np.empty(UNITS_PER_BLOCK, np.float64)
         runner_up = np.empty(UNITS_PER_BLOCK, values.dtype)
         at = np.empty(UNITS_PER_BLOCK, np.int64)
         for j0 in range(0, width, UNITS_PER_BLOCK):
@@ -75,6 +77,7 @@ def _class_pass(
             high[:w] = -np.inf
             low[:w] = np.inf
             total[:w] = 0.0
+            total_sq[:w] = 0.0
             runner_up[:w] = -np.inf
             at[:w] = -1
             for p in range(starts[c], starts[c + 1]):
@@ -87,7 +90,9 @@ def _class_pass(
                     at[j] = image if x > peak else at[j]
                     high[j] = max(x, peak)
                     low[j] = min(x, low[j])
-                    total[j] += np.float64(x)
+                    wide = np.float64(x)
+                    total[j] += wide
+                    total_sq[j] += wide * wide
             for j in range(w):  # max and min above need not keep a NaN; the sum does
                 if np.isnan(total[j]):
                     for p in range(starts[c], starts[c + 1]):
@@ -97,6 +102,7 @@ def _class_pass(
             maxima[c, j0 : j0 + w] = high[:w]
             minima[c, j0 : j0 + w] = low[:w]
             sums[c, j0 : j0 + w] = total[:w]
+            squares[c, j0 : j0 + w] = total_sq[:w]
             second[c, j0 : j0 + w] = runner_up[:w]
             first_at_max[c, j0 : j0 + w] = at[:w]
 
@@ -164,9 +170,9 @@ def _insertion_sort(image, value, found):  # pragma: no cover - compiled
 
 
 def class_extremes_and_sums(activations: torch.Tensor, labels: Labels):
-    """Each class's maximum, minimum (NaN where the class has a NaN) and float64 sum, in one pass;
-    with them, for ``candidates_at_or_above``, each class's second-highest activation (equal to the
-    maximum when two images share it) and the first image holding the maximum.
+    """Each class's maximum, minimum (NaN where the class has a NaN), float64 sum and float64 sum of
+    squares, in one pass; with them, for ``candidates_at_or_above``, each class's second-highest
+    activation (equal to the maximum when two images share it) and the first image holding the maximum.
     """
     values, stride = _rows(activations)
     width = activations.shape[1]
@@ -175,10 +181,11 @@ def class_extremes_and_sums(activations: torch.Tensor, labels: Labels):
     maxima = np.empty(shape, dtype=values.dtype)
     minima = np.empty(shape, dtype=values.dtype)
     sums = np.empty(shape, dtype=np.float64)
+    squares = np.empty(shape, dtype=np.float64)
     second = np.empty(shape, dtype=values.dtype)
     first_at_max = np.empty(shape, dtype=np.int64)
-    _run(_class_pass, values, stride, width, order, starts, maxima, minima, sums, second, first_at_max)
-    statistics = torch.from_numpy(maxima), torch.from_numpy(minima), torch.from_numpy(sums)
+    _run(_class_pass, values, stride, width, order, starts, maxima, minima, sums, squares, second, first_at_max)
+    statistics = tuple(torch.from_numpy(array) for array in (maxima, minima, sums, squares))
     return statistics, (torch.from_numpy(second), torch.from_numpy(first_at_max))
 
 

@@ -63,16 +63,24 @@ def compiled_kernels(activations: torch.Tensor) -> ModuleType | None:
 ROW_BLOCK_BYTES = 4 * 2**20
 CANDIDATES_PER_SLOT = 8
 
-ClassStatistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+ClassStatistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
+"""Each class's maximum, minimum, float64 sum and float64 sum of squares (None: not computed yet)."""
 
 
 class LayerStats:
     """Lazily computed statistics of one chunk of units (images x units) under shared labels.
 
-    No statistic needs a copy of the whole chunk: one pass gives every class's maximum, minimum and
-    float64 sum together; a second pass collects the few candidates for a top-k ranking (see
-    ``top_indices``). In torch the passes read blocks of rows; on large CPU chunks compiled kernels
-    make them (``compiled_kernels``), with identical results.
+    No statistic needs a copy of the whole chunk: one pass gives every class's maximum, minimum,
+    float64 sum and float64 sum of squares together; a second pass collects the few candidates for
+    a top-k ranking (see ``top_indices``). In torch the passes read blocks of rows; on large CPU
+    chunks compiled kernels make them (``compiled_kernels``), with bit-identical results.
+
+    Per class (classes x units): ``class_max``, ``class_min``, ``class_sum``, ``class_sum_squares``,
+    ``class_mean``, ``class_variance``. Per unit (units,): ``unit_max``, ``unit_min``,
+    ``total_sum``, ``finite_units``, ``constant_units``, ``top_class`` (the class of the single
+    highest activation, *not* of the highest mean: that is ``argmax(class_mean)``, as CCMAS uses),
+    ``runner_up_max``. Per ranking: ``top_indices(k)``, ``count_above(thresholds)``,
+    ``count_at_or_above(thresholds)``. Each docstring below says its exact definition.
     """
 
     def __init__(self, activations: torch.Tensor, labels: Labels):
@@ -89,7 +97,7 @@ class LayerStats:
         self._runners_up: tuple[torch.Tensor, torch.Tensor] | None = None
         self._row_block = max(1, ROW_BLOCK_BYTES // max(1, activations.shape[1] * activations.element_size()))
 
-    LABEL_FREE = ("unit_max", "unit_min", "finite_units", "total_sum")
+    LABEL_FREE = ("unit_max", "unit_min", "finite_units", "constant_units", "total_sum")
 
     def relabelled(self, labels: Labels, class_statistics: ClassStatistics | None = None) -> LayerStats:
         """Statistics of the same activations under other labels, sharing what labels don't change.
@@ -138,10 +146,11 @@ class LayerStats:
         if kernels is not None:
             statistics, self._runners_up = kernels.class_extremes_and_sums(self.activations, self.labels)
             return statistics
-        return self.class_statistics([self.labels.codes])[0]
+        return self.class_statistics([self.labels.codes], squares=True)[0]
 
-    def class_statistics(self, labellings: list[torch.Tensor]) -> list[ClassStatistics]:
-        """Each class's maximum, minimum and float64 sum under several labellings, in one pass.
+    def class_statistics(self, labellings: list[torch.Tensor], squares: bool = False) -> list[ClassStatistics]:
+        """Each class's maximum, minimum and float64 sum under several labellings, in one pass, and
+        with ``squares`` its float64 sum of squares (else None, computed later if a measure asks).
 
         Each block of rows is read once and scattered once per labelling while it is in cache,
         which is what makes many label shufflings cheap.
@@ -153,17 +162,21 @@ class LayerStats:
                 torch.full(shape, -torch.inf, dtype=dtype, device=device),
                 torch.full(shape, torch.inf, dtype=dtype, device=device),
                 torch.zeros(shape, dtype=torch.float64, device=device),
+                torch.zeros(shape, dtype=torch.float64, device=device) if squares else None,
             )
             for _ in labellings
         ]
         for start, block, _ in self.row_blocks():
             wide = block.to(torch.float64)
-            for codes, (maxima, minima, sums) in zip(labellings, out):
+            wide_squared = wide * wide if squares else None
+            for codes, (maxima, minima, sums, sums_of_squares) in zip(labellings, out):
                 rows = codes[start : start + len(block)]
                 index = rows.unsqueeze(1).expand(-1, self.n_units)
                 maxima.scatter_reduce_(0, index, block, "amax")
                 minima.scatter_reduce_(0, index, block, "amin")
                 sums.index_add_(0, rows, wide)
+                if squares:
+                    sums_of_squares.index_add_(0, rows, wide_squared)
         return out
 
     @property
@@ -180,6 +193,30 @@ class LayerStats:
     def class_sum(self) -> torch.Tensor:
         """(classes, units): the sum of activations of each class, in float64."""
         return self._class_extremes_and_sums[2]
+
+    @property
+    def class_sum_squares(self) -> torch.Tensor:
+        """(classes, units): the sum of squared activations of each class, in float64.
+
+        Made in the same pass as the sums (both paths, bit-identical); statistics relabelled with
+        batch-computed class statistics that lack it compute it here, in one more pass.
+        """
+        statistics = self._class_extremes_and_sums
+        if statistics[3] is None:
+            fresh = self.class_statistics([self.labels.codes], squares=True)[0]
+            statistics = self.__dict__["_class_extremes_and_sums"] = (*statistics[:3], fresh[3])
+        return statistics[3]
+
+    @cached_property
+    def class_variance(self) -> torch.Tensor:
+        """(classes, units): each class's population variance (divided by its count), in float64.
+
+        From the sums as ``E[a^2] - E[a]^2``, clamped at 0 against rounding; NaN where the class has
+        a NaN. Good to about ``1e-16 * E[a^2]``: a class whose spread is tiny next to its mean loses
+        digits, as any one-pass variance does.
+        """
+        counts = self.labels.counts.to(torch.float64).unsqueeze(1)
+        return (self.class_sum_squares / counts - self.class_mean.square()).clamp(min=0.0)
 
     @cached_property
     def class_mean(self) -> torch.Tensor:
@@ -207,8 +244,18 @@ class LayerStats:
         return torch.isfinite(self.unit_max) & torch.isfinite(self.unit_min)
 
     @cached_property
+    def constant_units(self) -> torch.Tensor:
+        """(units,) bool: units whose activation is the same for every image (``unit_max == unit_min``),
+        such as dead ReLUs; a unit with a NaN is not constant."""
+        return self.unit_max == self.unit_min
+
+    @cached_property
     def top_class(self) -> torch.Tensor:
-        """(units,): code of the class holding the highest activation, lowest code on ties."""
+        """(units,): code of the class holding the single highest activation, lowest code on ties.
+
+        Not the class of the highest mean (``argmax(class_mean)``): the two differ whenever one
+        image of a class outshines a class that is stronger on average.
+        """
         return torch.argmax(self.class_max, dim=0)
 
     @cached_property
@@ -246,6 +293,14 @@ class LayerStats:
             values = self.activations[:, rest]
             counts[rest] = (values > thresholds[rest]).sum(0)
         return counts
+
+    def count_at_or_above(self, thresholds: torch.Tensor) -> torch.Tensor:
+        """(units,) int64: how many images of each unit are at or above that unit's threshold.
+
+        ``count_above`` of the next float below each threshold, so it reuses the same shortcuts.
+        """
+        below = torch.nextafter(thresholds, torch.full_like(thresholds, -torch.inf))
+        return self.count_above(below)
 
     def top_indices(self, k: int) -> torch.Tensor:
         """(k, units): image indices of the ranking's first ``k`` places, ties by ascending index."""
