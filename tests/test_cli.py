@@ -58,7 +58,9 @@ def test_digits_summary_and_run_record(digits_run):
     assert list(summary) == list(LAYER_UNITS)
     fc2 = summary["fc2"]
     assert fc2["n_units"] == 10 and "n_localist" in fc2
-    assert set(fc2["columns"]["precision"]) == {"mean", "median", "max", "nan_count"}
+    assert set(fc2["columns"]["precision"]) == {"kind", "role", "mean", "median", "max", "nan_count"}
+    assert fc2["columns"]["precision"]["role"] == "headline" and fc2["columns"]["localist_norm"]["role"] == "detail"
+    assert fc2["columns"]["is_localist"]["kind"] == "flag"
     assert 0 < fc2["columns"]["precision"]["mean"] <= 1
     assert fc2["signed_activations"] is True and summary["fc1"]["signed_activations"] is False
     record = json.loads((out / "run.json").read_text())
