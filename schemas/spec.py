@@ -116,6 +116,13 @@ class RunSpec(BaseModel):
     am: AMSpec | None = None
     chance: ChanceSpec | None = None
     report: ReportSpec = Field(default_factory=ReportSpec, description="Figures, unit cards and report.html.")
+    summary_units: Literal["responsive", "all"] = Field(
+        "responsive",
+        description=(
+            "Units that summary means are over: responsive (every unit whose activation varies; "
+            "silent, constant units are counted beside) or all."
+        ),
+    )
     untrained_baseline: bool = Field(
         False, description="Also measure the same layers with the architecture's random initialisation (seeded)."
     )

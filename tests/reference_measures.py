@@ -30,15 +30,20 @@ COLUMNS = (
     "localist_off",
     "precision_class",
     "precision",
+    "precision_min",
+    "precision_max",
+    "precision_ties",
+    "precision_tied",
     "ccmas_class",
     "ccmas",
     "topclass_class",
     "topclass_count",
     "topclass",
+    "topclass_tied",
 )
 CLASS_COLUMNS = ("localist_class", "precision_class", "ccmas_class", "topclass_class")
-FLAG_COLUMNS = ("is_localist",)
-COUNT_COLUMNS = ("topclass_count",)
+FLAG_COLUMNS = ("is_localist", "precision_tied", "topclass_tied")
+COUNT_COLUMNS = ("topclass_count", "precision_ties")
 VALUE_COLUMNS = tuple(c for c in COLUMNS if c not in CLASS_COLUMNS + FLAG_COLUMNS + COUNT_COLUMNS)
 
 
@@ -91,7 +96,47 @@ def precision_unit(a: list[float], y: list, top_n: int = 100) -> dict:
     best = max(counts.values())
     # Among classes with the top count, the one appearing highest in the ranking.
     winner = min((c for c in counts if counts[c] == best), key=lambda c: first_place[c])
-    return {"precision_class": winner, "precision": counts[winner] / k}
+    lowest, highest, ties = precision_tie_bounds(a, y, k)
+    if ties == 0:
+        lowest = highest = counts[winner]
+    return {
+        "precision_class": winner,
+        "precision": counts[winner] / k,
+        "precision_min": lowest / k,
+        "precision_max": highest / k,
+        "precision_ties": ties,
+        "precision_tied": lowest < highest,
+    }
+
+
+def precision_tie_bounds(a: list[float], y: list, k: int) -> tuple[int, int, int]:
+    """Lowest and highest top-class count over every order of the images tied with the k-th value,
+    and how many images share that value when they outnumber the places left for them (else 0).
+
+    Images above the k-th value are always in; the remaining places go to tied images. The highest
+    count gives one class as many as it has; the lowest hands the places out one at a time, each to
+    the class that is smallest so far among those with tied images left (which never overshoots).
+    """
+    boundary = a[_ranking(a)[k - 1]]
+    above: dict = {}
+    tied: dict = {}
+    for value, label in zip(a, y):
+        if value > boundary:
+            above[label] = above.get(label, 0) + 1
+        elif value == boundary:
+            tied[label] = tied.get(label, 0) + 1
+    places = k - sum(above.values())
+    if sum(tied.values()) <= places:
+        return 0, 0, 0
+    classes = set(above) | set(tied)
+    highest = max(above.get(c, 0) + min(tied.get(c, 0), places) for c in classes)
+    filled = {c: above.get(c, 0) for c in classes}
+    left = dict(tied)
+    for _ in range(places):
+        c = min((c for c in left if left[c] > 0), key=lambda c: filled[c])
+        filled[c] += 1
+        left[c] -= 1
+    return max(filled.values()), highest, sum(tied.values())
 
 
 def ccmas_unit(a: list[float], y: list, others: str = "pooled", eps: float = 0.0) -> dict:
@@ -130,7 +175,7 @@ def topclass_unit(a: list[float], y: list) -> dict:
                 break
             count += 1
     share = count / n_top if len(classes) > 1 else NAN
-    return {"topclass_class": top, "topclass_count": count, "topclass": share}
+    return {"topclass_class": top, "topclass_count": count, "topclass": share, "topclass_tied": len(peak_classes) > 1}
 
 
 def reference_unit(a, y, top_n: int = 100, others: str = "pooled", eps: float = 0.0) -> dict:

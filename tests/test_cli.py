@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -20,8 +21,8 @@ from .conftest import EXAMPLE_SPEC
 LAYER_UNITS = {"conv1": 16, "conv2": 32, "fc1": 64, "fc2": 10}
 MEASURE_COLUMNS = [
     "localist_class", "localist", "localist_norm", "is_localist", "localist_off",
-    "precision_class", "precision", "ccmas_class", "ccmas",
-    "topclass_class", "topclass_count", "topclass",
+    "precision_class", "precision", "precision_min", "precision_max", "precision_ties", "precision_tied",
+    "ccmas_class", "ccmas", "topclass_class", "topclass_count", "topclass", "topclass_tied", "silent",
 ]
 
 
@@ -50,6 +51,22 @@ def test_digits_example_writes_every_output(digits_run):
     assert list(units["fc2"]) == ["unit", *MEASURE_COLUMNS]
     assert "Selectivity by layer" in completed.stdout and "units.csv" in completed.stdout
     assert completed.stdout.strip().splitlines()[-1] == f"Report: {out / 'report.html'}"
+
+
+def test_digits_fc1_has_22_silent_units_and_the_means_leave_them_out(digits_run):
+    completed, out = digits_run
+    units = read_units_csv(out / "units.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    silent = np.array([cell == "true" for cell in units["fc1"]["silent"]])
+    assert silent.sum() == 22 and len(silent) == 64
+    fc1 = summary["fc1"]
+    assert (fc1["summary_units"], fc1["n_silent"], fc1["n_responsive"]) == ("responsive", 22, 42)
+    precision = np.array([float(cell) for cell in units["fc1"]["precision"]])
+    assert fc1["columns"]["precision"]["mean"] == pytest.approx(precision[~silent].mean(), rel=1e-12)
+    assert fc1["columns"]["precision"]["mean"] != pytest.approx(precision.mean(), rel=1e-6)
+    assert fc1["columns"]["silent"]["role"] == "detail" and fc1["columns"]["silent"]["mean"] == 22 / 64
+    assert summary["conv1"]["n_silent"] == 0
+    assert "Silent: units whose activation never varies" in completed.stdout
 
 
 def test_digits_summary_and_run_record(digits_run):
@@ -197,4 +214,8 @@ def test_labelled_measure_runs_twice_with_own_columns(write_spec, digits_spec, t
     result = CliRunner().invoke(app, [str(spec), "-q"])
     assert result.exit_code == 0, result.output
     header = (tmp_path / "run" / "units.csv").read_text().splitlines()[0]
-    assert header == "layer,unit,precision_class,precision,precision60_class,precision60"
+    tie_columns = "{0}_min,{0}_max,{0}_ties,{0}_tied"
+    assert header == (
+        f"layer,unit,precision_class,precision,{tie_columns.format('precision')},"
+        f"precision60_class,precision60,{tie_columns.format('precision60')},silent"
+    )

@@ -21,32 +21,50 @@ def main_columns(summary: dict) -> list[str]:
 
 
 def summary_table(summary: dict, title: str) -> Table:
-    """Layers as rows; units, localist units and the mean of each headline column, with chance levels."""
+    """Layers as rows; units, silent units, localist units and the mean of each headline column
+    (over the units ``summary_units`` names), with chance levels."""
     columns = main_columns(summary)
+    with_silent = any("n_silent" in layer for layer in summary.values())
     table = Table(title=title)
     table.add_column("layer")
     table.add_column("units", justify="right")
+    if with_silent:
+        table.add_column("silent", justify="right")
     table.add_column("localist units", justify="right")
     for column in columns:
         table.add_column(column, justify="right")
+    blank = [""] * (3 if with_silent else 2)
     any_chance = False
     for name, layer in summary.items():
         means = [_number(layer["columns"].get(column, {}).get("mean")) for column in columns]
-        table.add_row(name, str(layer["n_units"]), str(layer.get("n_localist", "-")), *means)
+        silent = [str(layer.get("n_silent", "-"))] if with_silent else []
+        table.add_row(name, str(layer["n_units"]), *silent, str(layer.get("n_localist", "-")), *means)
         chance = layer.get("chance", {})
         if chance:
             any_chance = True
             table.add_row(
-                "  shuffled labels", "", "", *[_number(chance.get(c, {}).get("null_mean")) for c in columns], style="dim"
+                "  shuffled labels", *blank, *[_number(chance.get(c, {}).get("null_mean")) for c in columns], style="dim"
             )
             table.add_row(
                 "  above chance",
-                "",
-                "",
+                *blank,
                 *[str(chance[c]["n_above_chance"]) if c in chance else "" for c in columns],
                 style="dim",
             )
     notes = []
+    if with_silent:
+        over = next(layer.get("summary_units") for layer in summary.values() if "n_silent" in layer)
+        notes.append(
+            "Silent: units whose activation never varies (dead ReLUs); "
+            + ("means leave them out." if over == "responsive" else "means include them (summary_units: all).")
+        )
+    tied = [
+        f"{name} {', '.join(f'{column} {count}' for column, count in layer['n_tie_dependent'].items())}"
+        for name, layer in summary.items()
+        if any(layer.get("n_tie_dependent", {}).values())
+    ]
+    if tied:
+        notes.append("Units whose value depends on how tied activations are ordered: " + "; ".join(tied) + ".")
     if any_chance:
         first = next(c for layer in summary.values() for c in layer.get("chance", {}).values())
         notes.append(

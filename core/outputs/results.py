@@ -68,15 +68,49 @@ def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+SILENT_COLUMN = "silent"
+TIED_SUFFIX = "_tied"
+SUMMARY_UNITS = ("responsive", "all")
+
+
+def silent_units(matrix: Any) -> np.ndarray:
+    """(units,) bool: units whose activation is the same for every image (a unit with a NaN is not)."""
+    values = np.asarray(matrix)
+    if values.shape[0] == 0:
+        return np.zeros(values.shape[1], dtype=bool)
+    return values.max(axis=0) == values.min(axis=0)
+
+
 def summarise_layer(
-    results: LayerResults, kinds: dict[str, Column], roles: dict[str, Role] | None = None
+    results: LayerResults,
+    kinds: dict[str, Column],
+    roles: dict[str, Role] | None = None,
+    units: str = "responsive",
 ) -> dict[str, Any]:
     """Per column: its kind and role; mean, median, max and NaN count (class columns: distinct and
-    most common class). A column no measure declares (chance levels, say) is a detail value column."""
+    most common class). A column no measure declares (chance levels, say) is a detail value column.
+
+    With a ``silent`` column (see ``silent_units``) and ``units="responsive"``, every column is
+    summarised over the responsive units only: a constant unit's values reflect only how the data
+    set is ordered. ``n_silent`` and ``n_responsive`` stand beside, and ``units="all"`` keeps every
+    unit. ``n_tie_dependent`` counts, per ``*_tied`` flag column, the summarised units whose value
+    depends on how tied activations are ordered.
+    """
+    if units not in SUMMARY_UNITS:
+        raise ValueError(f"units must be one of {SUMMARY_UNITS}, got {units!r}")
     summary: dict[str, Any] = {"n_units": 0, "columns": {}}
     roles = roles or {}
+    n_units = len(next(iter(results.values()))) if results else 0
+    included = np.ones(n_units, dtype=bool)
+    if SILENT_COLUMN in results:
+        silent = np.asarray(results[SILENT_COLUMN], dtype=bool)
+        summary.update(summary_units=units, n_silent=int(silent.sum()), n_responsive=int((~silent).sum()))
+        if units == "responsive":
+            included = ~silent
     for column, values in results.items():
         summary["n_units"] = int(len(values))
+        if column != SILENT_COLUMN:
+            values = values[included]
         kind = kinds.get(column, Column.VALUE)
         role = roles.get(column, kind.default_role if column in kinds else Role.DETAIL)
         described = {"kind": kind.value, "role": role.value}
@@ -98,5 +132,12 @@ def summarise_layer(
             "nan_count": int(numbers.size - finite.size),
         }
     if "is_localist" in results:
-        summary["n_localist"] = int(np.count_nonzero(results["is_localist"]))
+        summary["n_localist"] = int(np.count_nonzero(results["is_localist"][included]))
+    tied = {
+        column: int(np.count_nonzero(np.asarray(values, dtype=bool)[included]))
+        for column, values in results.items()
+        if column.endswith(TIED_SUFFIX) and kinds.get(column) is Column.FLAG
+    }
+    if tied:
+        summary["n_tie_dependent"] = tied
     return summary

@@ -35,6 +35,7 @@ figure{margin:12px 0}figure img{max-width:100%;height:auto}figcaption{font-size:
 .cards{display:flex;flex-direction:column;gap:14px}
 .card{border:1px solid #ccc;border-radius:6px;padding:10px;display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 .card h3{width:100%;margin:0;font-size:15px}.card .why{color:#555;font-weight:normal;font-size:12px}
+.card .note{width:100%;margin:2px 0;color:#8a4b00;font-size:13px}
 .card img{height:auto}.card .jitter{width:480px;max-width:100%}.pix{image-rendering:pixelated}
 .card .am{width:160px}.card table{font-size:12px;margin:0}.card td{padding:1px 6px}
 dl dt{font-weight:bold;margin-top:6px}pre{background:#f6f6f6;padding:10px;overflow:auto;font-size:12px}
@@ -94,6 +95,7 @@ def figure_html(run: FinishedRun, path: Path | None, caption: str, alt: str, ext
 def card_html(run: FinishedRun, card: UnitCard) -> str:
     parts = [f'<h3 id="{escape(card.layer)}-{card.unit}">{escape(card.layer)}, unit {card.unit} '
              f'<span class="why">({escape("; ".join(card.reasons))})</span></h3>']
+    parts.extend(f'<p class="note">{escape(note)}</p>' for note in card.notes)
     alt = f"jitterplot of {escape(card.layer)} unit {card.unit}"
     parts.append(f'<img class="jitter" src="{src(run, card.jitterplot)}" alt="{alt}">')
     if card.top_images is not None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from selectivity_eval.core.report.dataset_images import DatasetImages, top_images_grid, top_rows
 from selectivity_eval.core.report.inputs import FinishedRun
+from selectivity_eval.plugins.measures.precision import GALE2019_TOP_N
 
 
 @dataclass
@@ -22,6 +23,7 @@ class UnitCard:
     top_images: Path | None = None
     am_image: Path | None = None
     values: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def choose_units(run: FinishedRun, layer: str, columns: list[str], per_measure: int, random_units: int, seed: int):
@@ -69,7 +71,10 @@ def _safe(name: str) -> str:
 def precision_top_ns(run: FinishedRun) -> tuple[int, ...]:
     """The ``top_n`` of every precision measure in the spec (the lines on the jitterplots)."""
     measures = run.spec.get("measures") or []
-    return tuple(sorted({int(m["top_n"]) for m in measures if m.get("name") == "precision" and "top_n" in m}))
+    precision = [m for m in measures if m.get("name") == "precision"]
+    found = {int(m["top_n"]) for m in precision if "top_n" in m}
+    found |= {GALE2019_TOP_N for m in precision if m.get("preset") == "gale2019"}
+    return tuple(sorted(found))
 
 
 def format_value(run: FinishedRun, column: str, value) -> str:
@@ -120,9 +125,34 @@ def build_cards(
         card.am_image = am.get((layer, unit))
         columns = run.units[layer]
         card.values = {c: format_value(run, c, columns[c][unit]) for c in columns if c != "unit"}
+        card.notes = unit_notes(columns, unit)
         cards.append(card)
         steps.advance()
     return cards
+
+
+def unit_notes(columns: dict, unit: int) -> list[str]:
+    """What a reader must know before trusting the unit's values: silent, or tie-dependent values."""
+    notes = []
+    if _true(columns.get("silent"), unit):
+        notes.append("silent: the same activation for every image, so its values only reflect the data set's order")
+    for column in columns:
+        if not column.endswith("_tied") or not _true(columns[column], unit):
+            continue
+        measure = column[: -len("_tied")]
+        low, high = columns.get(f"{measure}_min"), columns.get(f"{measure}_max")
+        if low is not None and high is not None:
+            notes.append(
+                f"{measure} depends on how tied activations are ordered: "
+                f"{low[unit]:.4g} to {high[unit]:.4g} over all orders ({int(columns[f'{measure}_ties'][unit])} tied images)"
+            )
+        else:
+            notes.append(f"{measure}: the highest activation is shared by images of several classes")
+    return notes
+
+
+def _true(values, unit: int) -> bool:
+    return values is not None and bool(values[unit])
 
 
 def hash_seed(seed: int, layer_index: int, unit: int) -> list[int]:

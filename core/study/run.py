@@ -19,7 +19,14 @@ from selectivity_eval.core.distributed.executor import executor_record, executor
 from selectivity_eval.core.extraction.extract import resolve_layers
 from selectivity_eval.core.statistics.labels import Labels
 from selectivity_eval.core.measures.base import Column, Measure, Role
-from selectivity_eval.core.outputs.results import summarise_layer, write_json, write_resolved_spec, write_units_csv
+from selectivity_eval.core.outputs.results import (
+    SILENT_COLUMN,
+    silent_units,
+    summarise_layer,
+    write_json,
+    write_resolved_spec,
+    write_units_csv,
+)
 from selectivity_eval.core.registry.manager import Registry, get_registry
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.report.build import report_after_run
@@ -110,15 +117,19 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     results, failures = trained.results, trained.failures
     timings["measures"] = time.perf_counter() - started
 
+    flag_silent_units(results, activations)
     kinds, roles = column_kinds(measures), column_roles(measures)
-    summary = summarise(results, kinds, roles, activations, trained.chance)
+    summary = summarise(results, kinds, roles, activations, trained.chance, spec.summary_units)
     if spec.untrained_baseline:
         started = time.perf_counter()
         untrained = untrained_step(spec, model, data, layers, measured, labels, measures, plugin_of, device, reporter)
         failures += untrained.failures
+        flag_silent_units(untrained.results, untrained.activations)
         (output_dir / "untrained").mkdir(exist_ok=True)
         write_units_csv(output_dir / "untrained" / "units.csv", untrained.results)
-        untrained_summary = summarise(untrained.results, kinds, roles, untrained.activations, untrained.chance)
+        untrained_summary = summarise(
+            untrained.results, kinds, roles, untrained.activations, untrained.chance, spec.summary_units
+        )
         for layer in summary:
             summary[layer]["untrained"] = untrained_summary[layer]
         timings["untrained_baseline"] = time.perf_counter() - started
@@ -163,8 +174,15 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     return result
 
 
-def summarise(results, kinds, roles, activations, chance) -> dict[str, Any]:
-    summary = {layer: summarise_layer(columns, kinds, roles) for layer, columns in results.items()}
+def flag_silent_units(results: dict[str, dict[str, np.ndarray]], activations) -> None:
+    """Add each measured layer's ``silent`` flag column (a constant unit, such as a dead ReLU)."""
+    for layer, columns in results.items():
+        if columns and layer in activations:
+            columns[SILENT_COLUMN] = silent_units(activations[layer])
+
+
+def summarise(results, kinds, roles, activations, chance, units: str = "responsive") -> dict[str, Any]:
+    summary = {layer: summarise_layer(columns, kinds, roles, units) for layer, columns in results.items()}
     for layer, matrix in activations.items():
         summary[layer]["signed_activations"] = bool((matrix < 0).any())
         if layer in chance:
@@ -173,7 +191,7 @@ def summarise(results, kinds, roles, activations, chance) -> dict[str, Any]:
 
 
 def column_kinds(measures: list[tuple[Measure, str]]) -> dict[str, Column]:
-    kinds: dict[str, Column] = {}
+    kinds: dict[str, Column] = {SILENT_COLUMN: Column.FLAG}
     for measure, label in measures:
         kinds.update(measure.output_columns(label))
     return kinds

@@ -2,43 +2,132 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.measures.base import Column, Measure
 from selectivity_eval.core.statistics.layer_stats import LayerStats
 from selectivity_eval.schemas.params import PluginParams
 
+GALE2019_TOP_N = 60
+
 
 class PrecisionParams(PluginParams):
     top_n: int = Field(100, ge=1, description="Size of the top set (the papers use 100 and 60).")
+    preset: Literal["none", "gale2019"] = Field(
+        "none",
+        description=(
+            "gale2019: the setting of the authors' published tables, top_n 60, and a tie between "
+            "classes' counts won by the class met first reading up from place N (their rule)."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") == "gale2019":
+            if data.get("top_n", GALE2019_TOP_N) != GALE2019_TOP_N:
+                raise ValueError(
+                    f"preset gale2019 means top_n {GALE2019_TOP_N}; leave top_n out or drop the preset "
+                    f"(got top_n {data['top_n']})"
+                )
+            data = {**data, "top_n": GALE2019_TOP_N}
+        return data
 
 
 class Precision(Measure):
-    """Share of the unit's top-N images that belong to the most frequent class among them."""
+    """Share of the unit's top-N images that belong to the most frequent class among them.
+
+    Beside it, the lowest and highest precision over every order of the images tied at place N
+    (equal when no tie straddles the boundary), and how many tied images compete for those places.
+    """
 
     name = "precision"
     Params = PrecisionParams
-    columns = {"precision_class": Column.CLASS, "precision": Column.VALUE}
+    columns = {
+        "precision_class": Column.CLASS,
+        "precision": Column.VALUE,
+        "precision_min": Column.VALUE.detail(),
+        "precision_max": Column.VALUE.detail(),
+        "precision_ties": Column.COUNT,
+        "precision_tied": Column.FLAG,
+    }
 
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
         k = min(self.params.top_n, stats.n_images)
-        top_classes = stats.labels.codes[stats.top_indices(k)]
+        top = stats.top_indices(k)
+        top_classes = stats.labels.codes[top]
         # Runs of one class in each unit's top set sorted by class; a stable sort puts every run's
-        # highest-ranked image first, so each run knows its count and its best place.
+        # highest-ranked image first, so each run knows its count and its best and worst place.
         by_class, place = torch.sort(top_classes, dim=0, stable=True)
         starts = torch.ones_like(by_class, dtype=torch.bool)
         starts[1:] = by_class[1:] != by_class[:-1]
         run = torch.cumsum(starts, 0) - 1
         counts = torch.zeros_like(run).scatter_add_(0, run, torch.ones_like(run))
         first_place = torch.full_like(run, k).scatter_reduce_(0, run, place, "amin")
-        most_then_earliest = counts * (k + 1) + (k - first_place)
-        winning_run = torch.argmax(most_then_earliest, dim=0, keepdim=True)
+        if self.params.preset == "gale2019":
+            last_place = torch.full_like(run, -1).scatter_reduce_(0, run, place, "amax")
+            priority = counts * (k + 1) + last_place
+        else:
+            priority = counts * (k + 1) + (k - first_place)
+        winning_run = torch.argmax(priority, dim=0, keepdim=True)
+        best_count = counts.gather(0, winning_run).squeeze(0)
+        lowest, highest, ties = tie_bounds(stats, top, top_classes, best_count)
         return {
             "precision_class": top_classes.gather(0, first_place.gather(0, winning_run)).squeeze(0),
-            "precision": counts.gather(0, winning_run).squeeze(0).double() / k,
+            "precision": best_count.double() / k,
+            "precision_min": lowest.double() / k,
+            "precision_max": highest.double() / k,
+            "precision_ties": ties,
+            "precision_tied": lowest < highest,
         }
+
+
+def tie_bounds(
+    stats: LayerStats, top: torch.Tensor, top_classes: torch.Tensor, count: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per unit, the lowest and highest top-class count over every order of the images tied with
+    the k-th value, and how many images share that value when they outnumber the places left.
+
+    The images above the k-th value are in every top set; ``slots`` places go to some of the
+    ``tied`` images equal to it. Where ``tied > slots``, class ``c`` gets between 0 and its ``t_c``
+    tied images; the highest count gives one class all it can, the lowest spreads the places so
+    that the fullest class is as small as possible (found by bisection on that size, all units at
+    once). Only straddling units read their activations again.
+    """
+    k = top.shape[0]
+    values = stats.activations.gather(0, top)
+    kth = values[-1]
+    above = values > kth
+    n_above = above.sum(0)
+    slots = k - n_above
+    tied = stats.count_at_or_above(kth) - n_above
+    straddling = (tied > slots).nonzero().squeeze(1)
+    lowest, highest = count.clone(), count.clone()
+    if straddling.numel():
+        above_counts = torch.zeros((stats.n_classes, stats.n_units), dtype=torch.int64, device=stats.device)
+        above_counts.scatter_add_(0, top_classes, above.to(torch.int64))
+        above_counts = above_counts[:, straddling]
+        tied_counts = torch.zeros_like(above_counts)
+        boundary = kth[straddling]
+        for _, block, codes in stats.row_blocks(contiguous=False):
+            tied_counts.index_add_(0, codes, (block[:, straddling] == boundary).to(torch.int64))
+        free = slots[straddling]
+        highest[straddling] = (above_counts + torch.minimum(tied_counts, free)).amax(0)
+        low = above_counts.amax(0)
+        high = torch.full_like(low, k)
+        while bool((low < high).any()):
+            size = (low + high) // 2
+            placed = torch.minimum(tied_counts, (size - above_counts).clamp(min=0)).sum(0)
+            fits = placed >= free
+            high = torch.where(fits, size, high)
+            low = torch.where(fits, low, size + 1)
+        lowest[straddling] = low
+    ties = torch.where(tied > slots, tied, 0)
+    return lowest, highest, ties
 
 
 @hookimpl
