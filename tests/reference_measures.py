@@ -178,6 +178,41 @@ def topclass_unit(a: list[float], y: list) -> dict:
     return {"topclass_class": top, "topclass_count": count, "topclass": share, "topclass_tied": len(peak_classes) > 1}
 
 
+def precision_gale2019_unit(a: list[float], y: list) -> dict:
+    """Preset gale2019: the top 60 of the ranking; of classes with equal counts, the one met first
+    reading up from place N (the authors' rule)."""
+    k = min(60, len(a))
+    top = _ranking(a)[:k]
+    counts: dict = {}
+    for i in reversed(top):
+        counts[y[i]] = counts.get(y[i], 0) + 1
+    best = max(counts.values())
+    winner = next(c for c in counts if counts[c] == best)
+    return {"precision_class": winner, "precision": best / k}
+
+
+def topclass_gale2019_unit(a, y: list) -> dict:
+    """Window gale2019: the count of ``topclass_unit``, walking down only while inside the authors'
+    window (every image at or above ``window_bottom``, computed in the activations' dtype)."""
+    from .authors_rules import window_bottom
+
+    values = [float(v) for v in a]
+    out = topclass_unit(values, y)
+    if out["topclass_tied"]:
+        return out
+    bottom = float(window_bottom(a))
+    top = out["topclass_class"]
+    order = sorted(range(len(values)), key=lambda i: (-values[i], 0 if y[i] != top else 1, i))
+    count = 0
+    for i in order:
+        if y[i] != top or values[i] < bottom:
+            break
+        count += 1
+    n_top = sum(1 for c in y if c == top)
+    out.update(topclass_count=count, topclass=count / n_top if len(set(y)) > 1 else NAN)
+    return out
+
+
 def reference_unit(a, y, top_n: int = 100, others: str = "pooled", eps: float = 0.0) -> dict:
     """Every column for one unit: ``a`` activations, ``y`` labels (same length)."""
     a = [float(v) for v in a]
