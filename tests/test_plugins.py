@@ -68,7 +68,7 @@ def test_registered_plugin_shows_in_plugins_and_runs_from_a_spec(write_spec, tmp
         result = runner.invoke(app, [str(spec), "--quiet"])
         assert result.exit_code == 0, result.output
     units = (tmp_path / "run" / "units.csv").read_text().splitlines()
-    assert units[0] == "layer,unit,max_minus_mean,topclass_class,topclass_count,topclass"
+    assert units[0] == "layer,unit,max_minus_mean,topclass_class,topclass_count,topclass,topclass_tied,silent"
     assert len(units) == 1 + 6 + 3
     assert (tmp_path / "run" / "marker-h.txt").read_text() == "hi hidden 6"
     assert "tiny-mlp" not in get_registry().names("model")
@@ -118,7 +118,7 @@ def test_measure_that_raises_keeps_other_results_and_fails_the_run(write_spec, t
     assert result.exit_code == 1
     assert "broken-plugin" in result.output and "fc2" in result.output
     header = (tmp_path / "run" / "units.csv").read_text().splitlines()[0]
-    assert header == "layer,unit,topclass_class,topclass_count,topclass"
+    assert header == "layer,unit,topclass_class,topclass_count,topclass,topclass_tied,silent"
     run_record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run_record["status"] == "failed"
     assert run_record["failures"][0]["plugin"] == "broken-plugin"
@@ -215,7 +215,7 @@ def test_columns_that_would_collide_are_refused_before_work(write_spec, tmp_path
         )
         ok = CliRunner().invoke(app, [str(spec), "-q"])
         assert ok.exit_code == 0, ok.output
-        assert (tmp_path / "run" / "units.csv").read_text().splitlines()[0] == "layer,unit,max_minus_mean,max_max_minus_mean"
+        assert (tmp_path / "run" / "units.csv").read_text().splitlines()[0] == "layer,unit,max_minus_mean,max_max_minus_mean,silent"
         with pytest.raises(ValueError, match="both produce the column 'max_minus_mean'"):
             se.compute_measures(np.ones((4, 2)), [0, 0, 1, 1], measures=[thirdparty_plugin.MaxMinusMean()] * 2)
 
