@@ -13,7 +13,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli.app import app, default_spec_path
+import selectivity_eval as se
+from selectivity_eval.core.cli.app import app
+from selectivity_eval.core.spec.default import default_spec_path
 from selectivity_eval.core.outputs.results import read_units_csv
 
 from .conftest import EXAMPLE_SPEC
@@ -67,6 +69,15 @@ def test_digits_fc1_has_22_silent_units_and_the_means_leave_them_out(digits_run)
     assert fc1["columns"]["silent"]["role"] == "detail" and fc1["columns"]["silent"]["mean"] == 22 / 64
     assert summary["conv1"]["n_silent"] == 0
     assert "Silent: units whose activation never varies" in completed.stdout
+
+
+def test_in_process_run_writes_the_cli_units_csv(digits_run, tmp_path):
+    _, out = digits_run
+    result = se.run_study(EXAMPLE_SPEC, output=tmp_path / "run")
+    assert result.output_dir == tmp_path / "run" and result.failures == []
+    assert (result.output_dir / "units.csv").read_bytes() == (out / "units.csv").read_bytes()
+    assert result.summary == json.loads((out / "summary.json").read_text())
+    assert set(result.results) == set(LAYER_UNITS)
 
 
 def test_digits_summary_and_run_record(digits_run):

@@ -93,3 +93,4 @@ def summary_tables(summary: dict) -> list[Table]:
     if untrained:
         tables.append(summary_table(untrained, "Untrained network, same layers (means over units)"))
     return tables
+

@@ -46,6 +46,13 @@ from selectivity_eval.schemas.spec import RunSpec
 
 @dataclass
 class RunResult:
+    """A finished run: its output folder, per-layer results and summary, failures and report.
+
+    ``results[layer][column]`` holds one value per unit (as units.csv has them); ``summary`` is
+    summary.json's content; ``failures`` lists measures that failed on a layer (the rest was
+    written); ``report`` is report.html's path, or None when the spec turned the report off.
+    """
+
     output_dir: Path
     results: dict[str, dict[str, np.ndarray]]
     summary: dict[str, Any]
