@@ -226,3 +226,27 @@ def test_a_failed_report_keeps_the_results_and_names_the_rebuild_command(tmp_pat
     assert report_after_run(tmp_path, ReportSpec(enabled=False), None) is None
     with pytest.raises(ReportError, match=f"results are written to {tmp_path}.*selectivity-eval report {tmp_path}"):
         report_after_run(tmp_path, ReportSpec(), None)
+
+
+def test_unit_cards_say_silent_and_give_the_range_of_a_tie_dependent_value(tmp_path):
+    from types import SimpleNamespace
+
+    from selectivity_eval.core.report.page import card_html
+    from selectivity_eval.core.report.unit_cards import UnitCard, unit_notes
+
+    columns = {
+        "precision": np.array([0.12, 0.5, 0.7]),
+        "precision_min": np.array([0.1, 0.5, 0.7]),
+        "precision_max": np.array([1.0, 0.5, 0.7]),
+        "precision_ties": np.array([1797.0, 0.0, 0.0]),
+        "precision_tied": np.array([1.0, 0.0, 0.0]),
+        "topclass_tied": np.array([1.0, 0.0, 1.0]),
+        "silent": np.array([1.0, 0.0, 0.0]),
+    }
+    silent, plain, shared_peak = (unit_notes(columns, unit) for unit in range(3))
+    assert silent[0].startswith("silent:") and "0.1 to 1 over all orders (1797 tied images)" in silent[1]
+    assert plain == []
+    assert shared_peak == ["topclass: the highest activation is shared by images of several classes"]
+    card = UnitCard("fc1", 0, ["random"], jitterplot=tmp_path / "unit0_jitter.png", notes=silent)
+    html = card_html(SimpleNamespace(directory=tmp_path), card)
+    assert '<p class="note">silent: the same activation for every image' in html

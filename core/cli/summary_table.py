@@ -59,7 +59,7 @@ def summary_table(summary: dict, title: str) -> Table:
             + ("means leave them out." if over == "responsive" else "means include them (summary_units: all).")
         )
     tied = [
-        f"{name} {', '.join(f'{column} {count}' for column, count in layer['n_tie_dependent'].items())}"
+        f"{name} {', '.join(f'{column} {count}' for column, count in layer['n_tie_dependent'].items() if count)}"
         for name, layer in summary.items()
         if any(layer.get("n_tie_dependent", {}).values())
     ]

@@ -61,7 +61,8 @@ def summary_table(summary: dict, columns: list[str], title: str) -> str:
             stats = layer["columns"].get(column, {})
             tip = f"median {_number(stats.get('median'))}, max {_number(stats.get('max'))}, NaN {stats.get('nan_count', 0)}"
             cells.append(f'<td title="{escape(tip)}">{_number(stats.get("mean"))}</td>')
-        body.append(f"<tr><td>{escape(name)}</td><td>{layer['n_units']}</td><td>{layer.get('n_localist', '-')}</td>"
+        units = f"{layer['n_units']} ({layer['n_silent']} silent)" if layer.get("n_silent") else str(layer["n_units"])
+        body.append(f"<tr><td>{escape(name)}</td><td>{units}</td><td>{layer.get('n_localist', '-')}</td>"
                     + "".join(cells) + "</tr>")
         chance = layer.get("chance", {})
         if chance:
@@ -78,7 +79,13 @@ def summary_table(summary: dict, columns: list[str], title: str) -> str:
     if signed:
         notes.append(f"{', '.join(signed)}: signed activations (e.g. logits), so ccmas can fall outside [0, 1]; "
                      "values are reported as computed, not clipped.")
-    notes.append("Means over each layer's units; hover a mean for its median, maximum and NaN count.")
+    responsive = any(layer.get("summary_units") == "responsive" for layer in summary.values())
+    over = "responsive units (silent units, whose activation never varies, left out)" if responsive else "units"
+    notes.append(f"Means over each layer's {over}; hover a mean for its median, maximum and NaN count.")
+    tied = [f"{name}: {', '.join(f'{c} {n}' for c, n in layer['n_tie_dependent'].items() if n)}"
+            for name, layer in summary.items() if any(layer.get("n_tie_dependent", {}).values())]
+    if tied:
+        notes.append("Units whose value depends on how tied activations are ordered: " + "; ".join(tied) + ".")
     caption = "<br>".join(escape(n) for n in notes)
     return (f"<h3>{escape(title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
             f"<caption>{caption}</caption></table>")
