@@ -68,6 +68,9 @@ def test_digits_fc1_has_22_silent_units_and_the_means_leave_them_out(digits_run)
     assert fc1["columns"]["precision"]["mean"] != pytest.approx(precision.mean(), rel=1e-6)
     assert fc1["columns"]["silent"]["role"] == "detail" and fc1["columns"]["silent"]["mean"] == 22 / 64
     assert summary["conv1"]["n_silent"] == 0
+    # three nearly silent conv2 units: a precision anywhere from 0.1 to 1 over the orders of their ties
+    assert summary["conv2"]["n_tie_dependent"] == {"precision_tied": 3, "topclass_tied": 0}
+    assert fc1["n_tie_dependent"] == {"precision_tied": 0, "topclass_tied": 0}  # the 22 silent ones left out
     assert "Silent: units whose activation never varies" in completed.stdout
 
 
