@@ -69,7 +69,9 @@ def test_a_spec_uses_the_installed_measure(tmp_path):
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "run" / "units.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0])[2:] == ["sparseness", "sparseness_clip", "topclass_class", "topclass_count", "topclass"]
+    assert list(rows[0])[2:] == [
+        "sparseness", "sparseness_clip", "topclass_class", "topclass_count", "topclass", "topclass_tied", "silent"
+    ]
     fc1 = [float(row["sparseness"]) for row in rows if row["layer"] == "fc1"]
     assert len(fc1) == 64 and all(0 <= value <= 1 for value in fc1 if value == value)
     # fc2 holds signed logits: NaN by default, clipped at 0 on request

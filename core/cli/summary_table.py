@@ -43,7 +43,10 @@ def summary_table(summary: dict, title: str) -> Table:
         if chance:
             any_chance = True
             table.add_row(
-                "  shuffled labels", *blank, *[_number(chance.get(c, {}).get("null_mean")) for c in columns], style="dim"
+                "  shuffled labels",
+                *blank,
+                *[_number(chance.get(c, {}).get("null_mean")) for c in columns],
+                style="dim",
             )
             table.add_row(
                 "  above chance",

@@ -142,9 +142,10 @@ def unit_notes(columns: dict, unit: int) -> list[str]:
         measure = column[: -len("_tied")]
         low, high = columns.get(f"{measure}_min"), columns.get(f"{measure}_max")
         if low is not None and high is not None:
+            ties = int(columns[f"{measure}_ties"][unit])
             notes.append(
                 f"{measure} depends on how tied activations are ordered: "
-                f"{low[unit]:.4g} to {high[unit]:.4g} over all orders ({int(columns[f'{measure}_ties'][unit])} tied images)"
+                f"{low[unit]:.4g} to {high[unit]:.4g} over all orders ({ties} tied images)"
             )
         else:
             notes.append(f"{measure}: the highest activation is shared by images of several classes")

@@ -7,9 +7,9 @@ and keeps its running results in cache, and the candidate pass reads only the cl
 maximum can reach a unit's top k. At ImageNet scale the four measures then take about a third of
 the time they take with torch's passes (docs/performance.md).
 
-They give exactly what the torch code in ``layer_stats.py`` gives: maxima and minima are exact, and each
-class's float64 sum (and sum of squares) adds its images in ascending image order from zero, as
-``index_add_`` does.
+They give exactly what the torch code in ``layer_stats.py`` gives: maxima and minima are exact,
+and each class's float64 sum (and sum of squares) adds its images in ascending image order from
+zero, as ``index_add_`` does.
 ``stats.compiled_kernels`` decides when they are used; this module is imported only then, since
 loading numba and the cached kernels takes about half a second.
 """
