@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from selectivity_eval.core.outputs.results import TIED_SUFFIX as TIED
 
 
 def main_columns(summary: dict) -> list[str]:
@@ -62,7 +63,7 @@ def summary_table(summary: dict, title: str) -> Table:
             + ("means leave them out." if over == "responsive" else "means include them (summary_units: all).")
         )
     tied = [
-        f"{name} {', '.join(f'{column} {count}' for column, count in layer['n_tie_dependent'].items() if count)}"
+        f"{name}: {', '.join(f'{column[: -len(TIED)]} {n}' for column, n in layer['n_tie_dependent'].items() if n)}"
         for name, layer in summary.items()
         if any(layer.get("n_tie_dependent", {}).values())
     ]

@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
+from selectivity_eval.core.outputs.results import TIED_SUFFIX as TIED
 from selectivity_eval.core.report.inputs import FinishedRun
 from selectivity_eval.core.report.unit_cards import UnitCard
 
@@ -82,7 +83,7 @@ def summary_table(summary: dict, columns: list[str], title: str) -> str:
     responsive = any(layer.get("summary_units") == "responsive" for layer in summary.values())
     over = "responsive units (silent units, whose activation never varies, left out)" if responsive else "units"
     notes.append(f"Means over each layer's {over}; hover a mean for its median, maximum and NaN count.")
-    tied = [f"{name}: {', '.join(f'{c} {n}' for c, n in layer['n_tie_dependent'].items() if n)}"
+    tied = [f"{name}: {', '.join(f'{c[: -len(TIED)]} {n}' for c, n in layer['n_tie_dependent'].items() if n)}"
             for name, layer in summary.items() if any(layer.get("n_tie_dependent", {}).values())]
     if tied:
         notes.append("Units whose value depends on how tied activations are ordered: " + "; ".join(tied) + ".")
