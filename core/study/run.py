@@ -32,7 +32,8 @@ from selectivity_eval.core.study.steps import (
     rows,
     untrained_step,
 )
-from selectivity_eval.core.sources.base import LoadedModel
+from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
+from selectivity_eval.core.sources.loading import load_dataset_source, load_model_source
 from selectivity_eval.core.statistics.layer_stats import kernel_mode
 from selectivity_eval.schemas.spec import RunSpec
 
@@ -62,8 +63,11 @@ def seed_everything(seed: int) -> None:
 
 
 def load_model(spec: RunSpec, registry: Registry) -> LoadedModel:
-    source = registry.get("model", spec.model.plugin)(spec.model.params())
-    return source.load(seed=spec.seed)
+    return load_model_source(registry, spec.model.plugin, spec.model.params(), spec.seed)
+
+
+def load_dataset(spec: RunSpec, registry: Registry, transform) -> LoadedDataset:
+    return load_dataset_source(registry, spec.dataset.plugin, spec.dataset.params(), spec.seed, transform)
 
 
 def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Registry | None = None) -> RunResult:
@@ -86,8 +90,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     am_method = registry.get("am", spec.am.method)(spec.am.params()) if spec.am is not None else None
     if am_method is not None:
         am_method.validate(model, layers)  # unknown layers, units out of range: before any extraction
-    dataset_source = registry.get("dataset", spec.dataset.plugin)(spec.dataset.params())
-    data = dataset_source.load(seed=spec.seed, transform=model.transform)
+    data = load_dataset(spec, registry, model.transform)
     timings["load"] = time.perf_counter() - started
     output_dir = Path(spec.output)
     output_dir.mkdir(parents=True, exist_ok=True)
