@@ -137,7 +137,7 @@ def validate(
     from selectivity_eval.core.distributed.executor import require_dask
     from selectivity_eval.core.extraction.extract import resolve_layers
     from selectivity_eval.core.registry.manager import get_registry
-    from selectivity_eval.core.study.run import load_dataset, load_model, resolve_device
+    from selectivity_eval.core.study.run import check_output_dir, load_dataset, load_model, resolve_device
     from selectivity_eval.core.spec.loader import load_spec
     from selectivity_eval.core.statistics.layer_stats import kernel_mode
 
@@ -145,6 +145,7 @@ def validate(
         registry = get_registry()
         checked = load_spec(spec, registry)
         resolve_device(checked.device)
+        check_output_dir(Path(checked.output))
         kernel_mode()
         if checked.executor is not None and checked.executor.kind == "dask":
             require_dask()

@@ -56,6 +56,19 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def check_output_dir(path: Path) -> None:
+    """The output directory exists or can be made: no part of its path is a file (checked before any work)."""
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "is" if place == path else f"has {str(place)!r} in its path, which is"
+                raise UserInputError(
+                    f"The output directory {str(path)!r} {what} a file, not a directory. "
+                    "Choose another output (`output:` in the spec, or --output)."
+                )
+            return
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -83,6 +96,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     reporter = reporter or Reporter(quiet=True)
     timings: dict[str, float] = {}
     device = resolve_device(spec.device)
+    check_output_dir(Path(spec.output))
     seed_everything(spec.seed)
     started = time.perf_counter()
     model = load_model(spec, registry)
