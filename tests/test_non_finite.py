@@ -102,9 +102,10 @@ def test_a_run_whose_nan_units_outnumber_every_class_writes_every_output(registe
             "device": "cpu",
         }
     )
-    with pytest.warns(UserWarning, match="6 of 10 units have NaN"):
+    with pytest.warns(UserWarning, match="6 of 10 units have NaN"), with_reports():
         result = CliRunner().invoke(app, [str(spec), "--quiet"])
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "report.html").is_file()
     summary = strict_json(tmp_path / "run" / "summary.json")
     fc2 = summary["fc2"]["columns"]
     for column in ("topclass_class", "ccmas_class"):
