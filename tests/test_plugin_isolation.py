@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +21,8 @@ from selectivity_eval.core.cli.app import app
 from selectivity_eval.core.registry.manager import LOAD_PLUGINS_ENV, get_registry
 from selectivity_eval.plugins.datasets.digits import Digits
 from selectivity_eval.plugins.models.digits_cnn import DigitsCNNSource
+
+from .fake_distributions import fake_distribution
 
 BROKEN_HOOK = """
 import selectivity_eval as se
@@ -51,19 +52,11 @@ BUILTIN_SPEC = {
 }
 
 
-def fake_distribution(root: Path, dist: str, module: str, source: str) -> None:
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-2.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 2.0\n")
-    (info / "entry_points.txt").write_text(f"[selectivity_eval]\n{module}_ep = {module}\n")
-
-
 @pytest.fixture
 def broken_hook_installed(tmp_path, monkeypatch, fresh_plugins):
     root = tmp_path / "site"
     root.mkdir()
-    fake_distribution(root, "hook-breaker", "hook_breaker", BROKEN_HOOK)
+    fake_distribution(root, "hook-breaker", "hook_breaker", BROKEN_HOOK, entry_point="hook_breaker_ep")
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.delenv(LOAD_PLUGINS_ENV, raising=False)
     return root
