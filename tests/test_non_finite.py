@@ -74,7 +74,8 @@ class InfinitePlugin:
 def test_nan_is_no_class_in_a_summary_even_when_nan_units_are_the_largest_group():
     classes = np.array([3.0, np.nan, np.nan, 7.0, 3.0, np.nan, np.nan])
     labels = np.array(["cat", None, None, "dog", "dog", None, None], dtype=object)
-    summary = summarise_layer({"a_class": classes, "b_class": labels}, {"a_class": Column.CLASS, "b_class": Column.CLASS})
+    kinds = {"a_class": Column.CLASS, "b_class": Column.CLASS}
+    summary = summarise_layer({"a_class": classes, "b_class": labels}, kinds)
     assert summary["columns"]["a_class"] == {"n_distinct": 2, "most_common": 3.0, "nan_count": 4}
     assert summary["columns"]["b_class"] == {"n_distinct": 2, "most_common": "dog", "nan_count": 4}
     all_nan = summarise_layer({"a_class": np.full(3, np.nan)}, {"a_class": Column.CLASS})

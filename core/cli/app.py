@@ -149,9 +149,8 @@ def validate(
         kernel_mode()
         if checked.executor is not None and checked.executor.kind == "dask":
             require_dask()
-        model = load_model(checked, registry)
-        resolve_layers(model, checked.layers)
-        load_dataset(checked, registry, model.transform)  # lists the images and labels; decodes none
+        resolve_layers(load_model(checked, registry), checked.layers)
+        load_dataset(checked, registry, None)  # its images and labels, without the model's transform
         layers, measures = len(checked.layers), len(checked.measures or [])
         stdout.print(
             f"{spec}: valid ({layers} layer{'s' * (layers != 1)}, {measures} measure{'s' * (measures != 1)}).",

@@ -108,7 +108,7 @@ class Registry:
 
 _manager: pluggy.PluginManager | None = None
 _origins: dict[str, Origin] = {}
-_disabled: dict[str, str] = {}  # plugin name -> why it was disabled, for "unknown plugin" errors
+_disabled: dict[str, str] = {}  # a disabled plugin (as Origin.describe says it) -> why, for "unknown plugin" errors
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -159,7 +159,8 @@ def describe_installed() -> str:
     if not installed:
         return "no distribution with selectivity_eval entry points is installed"
     return "installed: " + "; ".join(
-        f"distribution {dist!r} (entry points {', '.join(map(repr, names))})" for dist, names in sorted(installed.items())
+        f"distribution {dist!r} (entry points {', '.join(map(repr, names))})"
+        for dist, names in sorted(installed.items())
     )
 
 
@@ -197,7 +198,8 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
         dist_name = dist.name if dist is not None else "unknown"
         if allowed is not None and _normalise(dist_name) not in allowed:
             continue
-        origin = Origin(entry_point.name, dist_name, dist.version if dist else "", f"{entry_point.name} = {entry_point.value}")
+        version = dist.version if dist else ""
+        origin = Origin(entry_point.name, dist_name, version, f"{entry_point.name} = {entry_point.value}")
         try:
             plugin = entry_point.load()
         except Exception as error:  # a broken third-party plugin must not stop the others

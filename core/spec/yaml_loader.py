@@ -76,7 +76,8 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise refuse(f"not UTF-8 text: byte {error.start} (line {line}) is {raw[error.start:error.start + 1]!r}") from None
+        byte = raw[error.start : error.start + 1]
+        raise refuse(f"not UTF-8 text: byte {error.start} (line {line}) is {byte!r}") from None
     loader = SpecLoader(text)
     try:
         node = loader.get_single_node()
