@@ -56,3 +56,7 @@ class PluginConflictError(SelectivityEvalError):
 
 class MeasureFailure(SelectivityEvalError):
     """A measure plugin raised while computing a layer; the run keeps the other results."""
+
+
+class PluginError(SelectivityEvalError):
+    """A model or data set plugin raised while loading; the message names the plugin and the step."""

@@ -128,11 +128,11 @@ def validate(
     spec: Annotated[Path, typer.Argument(help="The spec YAML to check.")],
     debug: DebugOption = False,
 ) -> None:
-    """Check a spec, its plugins' parameters and its layer names, without running anything heavy."""
+    """Check a spec, its plugins' parameters, its layer names and its data set's listing, decoding no image."""
     from selectivity_eval.core.distributed.executor import require_dask
     from selectivity_eval.core.extraction.extract import resolve_layers
     from selectivity_eval.core.registry.manager import get_registry
-    from selectivity_eval.core.study.run import load_model, resolve_device
+    from selectivity_eval.core.study.run import check_output_dir, load_dataset, load_model, resolve_device
     from selectivity_eval.core.spec.loader import load_spec
     from selectivity_eval.core.statistics.layer_stats import kernel_mode
 
@@ -140,10 +140,12 @@ def validate(
         registry = get_registry()
         checked = load_spec(spec, registry)
         resolve_device(checked.device)
+        check_output_dir(Path(checked.output))
         kernel_mode()
         if checked.executor is not None and checked.executor.kind == "dask":
             require_dask()
         resolve_layers(load_model(checked, registry), checked.layers)
+        load_dataset(checked, registry, None)  # its images and labels, without the model's transform
         layers, measures = len(checked.layers), len(checked.measures or [])
         stdout.print(
             f"{spec}: valid ({layers} layer{'s' * (layers != 1)}, {measures} measure{'s' * (measures != 1)}).",
@@ -283,6 +285,7 @@ def layers(
     from pydantic import ValidationError
 
     from selectivity_eval.core.registry.manager import get_registry
+    from selectivity_eval.core.sources.loading import plugin_step
     from selectivity_eval.core.spec.loader import load_spec
 
     with reported_errors(debug):
@@ -308,7 +311,8 @@ def layers(
                     message = "required but missing"
                 problems.append(f"{'.'.join(str(part) for part in detail['loc'])}: {message}")
             raise UserInputError(f"Invalid parameters of model plugin {plugin!r}: {'; '.join(problems)}") from None
-        loaded = source.load(seed=seed)
+        with plugin_step(registry, "model", plugin, "load"):
+            loaded = source.load(seed=seed)
         rows, sized = layer_rows(loaded)
     if as_json:
         params = source.params.model_dump(mode="json")
