@@ -76,10 +76,11 @@ def test_nan_is_no_class_in_a_summary_even_when_nan_units_are_the_largest_group(
     labels = np.array(["cat", None, None, "dog", "dog", None, None], dtype=object)
     kinds = {"a_class": Column.CLASS, "b_class": Column.CLASS}
     summary = summarise_layer({"a_class": classes, "b_class": labels}, kinds)
-    assert summary["columns"]["a_class"] == {"n_distinct": 2, "most_common": 3.0, "nan_count": 4}
-    assert summary["columns"]["b_class"] == {"n_distinct": 2, "most_common": "dog", "nan_count": 4}
+    described = {"kind": "class", "role": "detail"}
+    assert summary["columns"]["a_class"] == {**described, "n_distinct": 2, "most_common": 3.0, "nan_count": 4}
+    assert summary["columns"]["b_class"] == {**described, "n_distinct": 2, "most_common": "dog", "nan_count": 4}
     all_nan = summarise_layer({"a_class": np.full(3, np.nan)}, {"a_class": Column.CLASS})
-    assert all_nan["columns"]["a_class"] == {"n_distinct": 0, "most_common": None, "nan_count": 3}
+    assert all_nan["columns"]["a_class"] == {**described, "n_distinct": 0, "most_common": None, "nan_count": 3}
 
 
 def test_json_outputs_write_non_finite_numbers_as_null_with_a_count(tmp_path):
