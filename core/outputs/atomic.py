@@ -31,8 +31,8 @@ def disk_full(path: Path, needed: int | None = None) -> DiskFullError:
         free = shutil.disk_usage(Path(path).parent).free
     except OSError:
         free = None
-    sizes = f" It needs {needed:,} bytes" if needed is not None else ""
-    sizes += f"{',' if sizes else ' The disk has'} {free:,} bytes are free." if free is not None else "."
+    sizes = f" It needs {needed:,} bytes." if needed is not None else ""
+    sizes += f" {free:,} bytes are free there." if free is not None else ""
     return DiskFullError(
         f"No space left on the device writing {path}.{sizes} Free some space (or choose another `output`) "
         "and run again; nothing already complete was overwritten."
