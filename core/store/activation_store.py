@@ -86,13 +86,16 @@ def _prefix_length(array: np.ndarray, rows: int) -> int:
 
 
 def discard(directory: Path, reason: str) -> None:
-    """Warn that the entry at ``directory`` failed its check (``reason`` names the file), and delete it."""
+    """Warn that the entry at ``directory`` failed its check (``reason`` names the file).
+
+    The entry is deleted by ``create``, under the entry's lock: deleting it here, unlocked, could
+    delete the fresh entry another run has started writing since this one read the damaged record.
+    """
     warnings.warn(
         f"Activation store: {reason}. The entry {directory.name} is discarded and will be recomputed.",
         StoreWarning,
         stacklevel=3,
     )
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _open_arrays(directory: Path, *, partial: bool, mode: str) -> dict[str, np.ndarray]:
