@@ -98,7 +98,8 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_path, monkeypatch):
+def interrupt_after_four_batches(spec, monkeypatch) -> None:
+    """Run ``spec`` with a checkpoint after every batch, stopped by an exception in its fifth batch."""
     monkeypatch.setattr(extract, "CHECKPOINT_SECONDS", -1.0)
     original = DigitsCNN.forward
     batches = []
@@ -110,9 +111,15 @@ def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(write_s
         return original(self, x)
 
     monkeypatch.setattr(DigitsCNN, "forward", dies_on_fifth_batch)
-    spec = write_spec(SPEC)
     with pytest.raises(Interrupt):
         CliRunner().invoke(app, [str(spec), "-q", "--debug"], catch_exceptions=False)
+    monkeypatch.setattr(DigitsCNN, "forward", original)
+
+
+def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_path, monkeypatch):
+    original = DigitsCNN.forward
+    spec = write_spec(SPEC)
+    interrupt_after_four_batches(spec, monkeypatch)
     store = ActivationStore(tmp_path / "run" / "activations")
     partial = sorted(d for d in (tmp_path / "run" / "activations").iterdir() if d.is_dir())
     assert len(partial) == 3 and not any((d / "complete.json").exists() for d in partial)

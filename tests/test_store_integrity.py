@@ -14,12 +14,10 @@ from typer.testing import CliRunner
 
 import selectivity_eval as se
 from selectivity_eval.core.cli.app import app
-from selectivity_eval.core.extraction import extract
 from selectivity_eval.core.store import shards
 from selectivity_eval.core.store.activation_store import ActivationStore, StoreWarning
-from selectivity_eval.plugins.models.digits_cnn import DigitsCNN
 from tests.image_files import write_image
-from tests.test_store import SPEC, FlakyPlugin, Interrupt
+from tests.test_store import SPEC, FlakyPlugin, interrupt_after_four_batches
 
 
 def run(spec, *args):
@@ -79,21 +77,8 @@ def interrupted(write_spec, tmp_path, monkeypatch):
     """The digits spec stopped after 4 batches (checkpointing every batch); also the units of a full run."""
     fresh = write_spec({**SPEC, "output": str(tmp_path / "fresh")}, "fresh.yaml")
     assert run(fresh).exit_code == 0
-    monkeypatch.setattr(extract, "CHECKPOINT_SECONDS", -1.0)
-    original = DigitsCNN.forward
-    batches = []
-
-    def dies_on_fifth_batch(self, x):
-        if len(batches) == 4:
-            raise Interrupt("killed")
-        batches.append(len(x))
-        return original(self, x)
-
-    monkeypatch.setattr(DigitsCNN, "forward", dies_on_fifth_batch)
     spec = write_spec(SPEC)
-    with pytest.raises(Interrupt):
-        CliRunner().invoke(app, [str(spec), "-q", "--debug"], catch_exceptions=False)
-    monkeypatch.setattr(DigitsCNN, "forward", original)
+    interrupt_after_four_batches(spec, monkeypatch)
     return spec, tmp_path / "run", (tmp_path / "fresh" / "units.csv").read_text()
 
 

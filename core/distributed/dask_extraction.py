@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from selectivity_eval.core.distributed.dask_tasks import ExtractJob, extract_shard, probe_units
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.extraction.extract import Extraction, _say_waiting, from_hits, stored_hits
+from selectivity_eval.core.extraction.extract import Extraction, through_store
 from selectivity_eval.core.store.shards import (
     existing_shard_size,
     finish_layer,
@@ -26,20 +26,10 @@ from selectivity_eval.core.store.shards import (
 
 
 def extract_on_dask(executor, spec, model, data, layers, keys, store, reporter) -> Extraction:
-    stored, cache = stored_hits(store, layers, keys)
-    missing = [layer for layer in layers if layer.label not in stored]
-    if missing:
-        with store.locked([(layer.label, keys[layer.label]) for layer in missing], on_wait=_say_waiting(reporter)):
-            waited, waited_cache = stored_hits(store, missing, keys)  # finished by the run we waited for
-            stored.update(waited)
-            cache.update(waited_cache)
-            missing = [layer for layer in missing if layer.label not in stored]
-            if missing:
-                unreadable = _extract_missing(executor, spec, model, data, missing, keys, store, reporter, cache)
-                for layer in missing:
-                    stored[layer.label] = store.complete(layer.label, keys[layer.label], verify=False)
-                return Extraction.from_store(stored, layers, cache, unreadable)
-    return from_hits(data, stored, layers, cache)
+    def run_missing(missing, cache) -> list[str]:
+        return _extract_missing(executor, spec, model, data, missing, keys, store, reporter, cache)
+
+    return through_store(store, data, layers, keys, reporter, run_missing)
 
 
 def _extract_missing(executor, spec, model, data, missing, keys, store, reporter, cache) -> list[str]:

@@ -153,17 +153,30 @@ def extract_activations(
     """
     store = store or InMemoryStore()
     keys = keys or {layer.label: "" for layer in layers}
+
+    def run_missing(missing: list[ResolvedLayer], cache: dict[str, str]) -> list[str]:
+        return _extract_missing(model, data, missing, store, keys, batch_size, device, reporter, cache)
+
+    return through_store(store, data, layers, keys, reporter, run_missing)
+
+
+def through_store(store, data: LoadedDataset, layers, keys: dict[str, str], reporter, run_missing) -> Extraction:
+    """Layers from the store where complete, the rest from ``run_missing(missing, cache)`` under their locks.
+
+    After taking the locks the store is looked up again: a run this one waited for may have
+    finished some layers meanwhile. ``run_missing`` returns the unreadable images' names.
+    """
     stored, cache = stored_hits(store, layers, keys)
     missing = [layer for layer in layers if layer.label not in stored]
     if missing:
         entries = [(layer.label, keys[layer.label]) for layer in missing]
         with store.locked(entries, on_wait=_say_waiting(reporter)):
-            waited, waited_cache = stored_hits(store, missing, keys)  # finished by the run we waited for
+            waited, waited_cache = stored_hits(store, missing, keys)
             stored.update(waited)
             cache.update(waited_cache)
             missing = [layer for layer in missing if layer.label not in stored]
             if missing:
-                unreadable = _extract_missing(model, data, missing, store, keys, batch_size, device, reporter, cache)
+                unreadable = run_missing(missing, cache)
                 for layer in missing:
                     stored[layer.label] = store.complete(layer.label, keys[layer.label], verify=False)
                 return Extraction.from_store(stored, layers, cache, unreadable)
