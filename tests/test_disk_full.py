@@ -142,3 +142,15 @@ def test_a_disk_filling_while_outputs_are_written_exits_2_and_leaves_nothing_par
     assert all((output / name).is_file() for name in OUTPUTS)
     assert_complete(left, output)
     assert set(json.loads((output / "run.json").read_text())["activation_cache"].values()) == {"hit"}
+
+
+def test_no_space_raised_by_any_writer_exits_2_naming_its_file(write_spec, tmp_path, monkeypatch):
+    def full(path, *_args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(run_module, "write_units_csv", full)
+    result = cli(write_spec(SPEC))
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert f"No space left on the device writing {tmp_path / 'run' / 'units.csv'}" in message
+    assert "Traceback" not in result.output
