@@ -24,11 +24,25 @@ WRITER = Path(__file__).with_name("store_writer.py")
 PATIENCE_S = 300  # only a bound on waiting for a process that is stuck; no outcome depends on speed
 
 
-def start_writer(store: Path, log: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(WRITER.parent.parent)}
-    return subprocess.Popen(
-        [sys.executable, str(WRITER), str(store), *extra], stdout=subprocess.PIPE, stderr=log.open("w"), env=env, text=True
-    )
+@pytest.fixture
+def start_writer():
+    """Starts store_writer.py processes; any still running when the test ends is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(store: Path, log: Path, *extra: str) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(WRITER.parent.parent)}
+        process = subprocess.Popen(
+            [sys.executable, str(WRITER), str(store), *extra], stdout=subprocess.PIPE, stderr=log.open("w"), env=env,
+            text=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def wait_for(condition, what: str) -> None:
@@ -54,7 +68,7 @@ def expected() -> dict[str, str]:
     return {label: xxhash.xxh3_128_hexdigest(values.tobytes()) for label, values in extraction.activations.items()}
 
 
-def test_a_second_run_waits_for_the_entry_being_written_and_reuses_it(tmp_path, expected):
+def test_a_second_run_waits_for_the_entry_being_written_and_reuses_it(tmp_path, expected, start_writer):
     store, gate = tmp_path / "store", tmp_path / "gate"
     first = start_writer(store, tmp_path / "first.log", "--hold", str(gate))
     wait_for(Path(f"{gate}.started").exists, "the first run's first batch")
@@ -68,7 +82,7 @@ def test_a_second_run_waits_for_the_entry_being_written_and_reuses_it(tmp_path, 
     assert second_result == {"cache": {"conv2": "hit", "fc1": "hit"}, "digests": expected}
 
 
-def test_a_killed_writers_lock_is_free_and_its_checkpoints_resume(tmp_path, expected):
+def test_a_killed_writers_lock_is_free_and_its_checkpoints_resume(tmp_path, expected, start_writer):
     store, gate = tmp_path / "store", tmp_path / "gate"
     first = start_writer(store, tmp_path / "first.log", "--hold", str(gate))
     wait_for(Path(f"{gate}.started").exists, "the first run's first batch")

@@ -19,6 +19,7 @@ their checksums; a file that fails is named in a warning, and the entry is disca
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -146,7 +147,7 @@ def _allocate(path: Path, needed: int) -> None:
     except OSError as error:
         if no_space(error):
             raise disk_full(path, needed) from None
-        if error.errno not in (95, 22):  # EOPNOTSUPP, EINVAL: a file system without fallocate
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate
             raise
     finally:
         os.close(descriptor)
