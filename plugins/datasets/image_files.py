@@ -141,7 +141,7 @@ def listing_sha256(items: list[Item]) -> str:
 
     The content decides, not size and modification time: an image edited in place with its size
     and time restored changes the identity, and a copy or a touch does not. Reading every image
-    costs about 70 us per 400 x 300 px JPEG from the page cache, 1% of decoding it
+    costs 70 to 145 us per 400 x 300 px JPEG from the page cache, 1 to 1.5% of decoding it
     (``benchmarks/bench_store.py``); a cold disk adds the read that a cache miss would need anyway.
     """
     digest = hashlib.sha256()
