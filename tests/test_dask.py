@@ -99,7 +99,7 @@ def digits_example() -> dict:
 def stored(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     """The store's arrays, by directory name (layer label and key)."""
     arrays = {}
-    for directory in sorted((run_dir / "activations").iterdir()):
+    for directory in sorted(d for d in (run_dir / "activations").iterdir() if d.is_dir()):
         assert (directory / "complete.json").is_file() and not (directory / "shards").exists()
         arrays[directory.name] = {
             name: np.load(directory / f"{name}.npy") for name in ("values", "readable", "predicted")
@@ -259,7 +259,7 @@ def test_failed_shard_leaves_the_layer_incomplete_and_a_rerun_skips_finished_sha
     path = spec_file(tmp_path, "dask", {**failing, **on_dask(cluster, shard_images=64)})
     result = run(path)
     assert result.exit_code == 1 and "item 449 fails" in result.output
-    layers = sorted((tmp_path / "dask" / "activations").iterdir())
+    layers = sorted(d for d in (tmp_path / "dask" / "activations").iterdir() if d.is_dir())
     assert len(layers) == 2 and not any((d / "complete.json").exists() for d in layers)
     assert all(not (d / "shards" / "7.done").exists() for d in layers)  # the failing shard (images 448-449)
     finished = min(len(list((d / "shards").glob("*.done"))) for d in layers)

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from selectivity_eval._version import __version__
 from selectivity_eval.core.errors import SelectivityEvalError, UserInputError
+from selectivity_eval.core.outputs.atomic import disk_full, no_space
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.cli.printing import print_tables
 from selectivity_eval.core.cli.summary_table import summary_tables
@@ -61,15 +62,28 @@ def reported_errors(debug: bool) -> Iterator[None]:
             raise
         stderr.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
+    except OSError as error:
+        if debug:
+            raise
+        if not no_space(error):
+            _print_unexpected(error)
+            raise typer.Exit(EXIT_FAILED) from None
+        full = disk_full(Path(error.filename or "the output directory"))
+        stderr.print(f"[bold red]Error:[/] {escape(str(full))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(full.exit_code) from None
     except Exception as error:
         if debug:
             raise
-        stderr.print(
-            f"[bold red]Error:[/] {type(error).__name__}: {escape(str(error))} (run again with --debug for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _print_unexpected(error)
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def _print_unexpected(error: BaseException) -> None:
+    stderr.print(
+        f"[bold red]Error:[/] {type(error).__name__}: {escape(str(error))} (run again with --debug for the traceback)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _version_callback(value: bool) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from selectivity_eval.core.measures.base import Column, Role
+from selectivity_eval.core.outputs import atomic
 from selectivity_eval.schemas.spec import RunSpec
 
 LayerResults = dict[str, np.ndarray]
@@ -21,7 +22,7 @@ NON_FINITE_KEY = "non_finite_as_null"
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    atomic.write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False, default=str) + "\n")
 
 
 def json_safe(data: Any) -> Any:
@@ -61,7 +62,7 @@ def _json_value(value: Any) -> tuple[Any, int]:
 
 def write_resolved_spec(path: Path, spec: RunSpec) -> None:
     data = spec.model_dump(mode="json", exclude_none=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    atomic.write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def csv_cell(value: Any, missing: str = "nan") -> str:
@@ -80,7 +81,7 @@ def write_units_csv(path: Path, results: dict[str, LayerResults]) -> None:
     columns: list[str] = []
     for layer_results in results.values():
         columns.extend(c for c in layer_results if c not in columns)
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic.atomic_file(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["layer", "unit", *columns])
         for layer, layer_results in results.items():
