@@ -23,6 +23,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.sources.base import LoadedModel, ModelSource
+from selectivity_eval.core.sources.layout import CHANNELS_LAST, OutputLayout, tokens
 from selectivity_eval.core.sources.weights import file_sha256, load_state_dict
 from selectivity_eval.schemas.params import PluginParams
 
@@ -39,6 +40,16 @@ ALEXNET_ALIASES = {
     "fc8": "classifier.6",
 }
 ALIASES = {"alexnet": ALEXNET_ALIASES}
+
+
+def layouts_of(arch: str) -> dict[str, OutputLayout]:
+    """ViT's encoder gives (batch, 1 + patches, features) with the class token first; Swin keeps its
+    maps (batch, height, width, channels) up to its final norm (its patch-embedding conv is channels-first)."""
+    if arch.startswith("vit_"):
+        return {"encoder": tokens(1, class_token=True)}
+    if arch.startswith("swin_"):
+        return {"features": CHANNELS_LAST, "norm": CHANNELS_LAST}
+    return {}
 
 # torch.hub's rule: a file name "<name>-<hex>.<ext>" promises a sha256 starting with <hex>.
 HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
@@ -284,6 +295,7 @@ class TorchvisionSource(ModelSource):
             class_names=list(preprocessing.meta["categories"]),
             identity=identity,
             example_input=torch.zeros(1, 3, transform.crop_size, transform.crop_size),
+            layouts=layouts_of(arch),
         )
 
     @staticmethod
