@@ -342,12 +342,15 @@ def layers(
     table = Table(title=escape(f"Layers of {plugin}" + (f" ({described})" if described else "")))
     for column in ("layer", "alias", "module", "output", "units", "reduction"):
         table.add_column(column, justify="right" if column in ("output", "units") else "left", overflow="fold")
-    repeated = ambiguous = False
+    repeated = ambiguous = misfit = False
     for row in rows:
         reduction = row["reduction"] or "-"
         if row["output"] is not None and row["units"] is None:
             output = " x ".join(str(size) for size in row["output"])
-            units, reduction, ambiguous = "?", "tokens or pool?", True
+            undeclared = len(row["output"]) == 2
+            units, reduction = "?", "tokens or pool?" if undeclared else "not its layout"
+            ambiguous |= undeclared
+            misfit |= not undeclared
         elif row["output"] is not None:
             output = " x ".join(str(size) for size in row["output"]) or "scalar"
             units = f"{row['units']:,}" + ("*" if row["calls"] > 1 else "")
@@ -365,6 +368,11 @@ def layers(
         notes.append(
             "tokens or pool?: a 3-D output the model does not declare; a spec layer must set `tokens` "
             "(batch, tokens, features) or `pool` (batch, channels, length)."
+        )
+    if misfit:
+        notes.append(
+            "not its layout: the output does not have the layout the model declares for it (attention heads "
+            "split out, say); it cannot be measured as a layer."
         )
     if repeated:
         notes.append("*: the module runs more than once per forward pass; a spec's layer keeps its last output.")

@@ -229,6 +229,12 @@ def _run_model(model, data, layers, start, writing, store, keys, batch_size, dev
                     rows = (row + positions).numpy()
                     predicted = _top1(output)
                     for label, values in captured.items():
+                        if values.shape[0] != len(positions):
+                            raise UserInputError(
+                                f"Layer {label!r} gives {values.shape[0]} rows for a batch of {len(positions)} images: "
+                                "the module runs on parts of images (attention windows, say), not whole images. "
+                                "Measure the block around it instead."
+                            )
                         if label not in writing:
                             writing[label] = store.create(label, keys[label], n_images, values.shape[1])
                         target = writing[label]
