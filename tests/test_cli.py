@@ -12,7 +12,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli.app import app, default_spec_path
+import selectivity_eval as se
+from selectivity_eval.core.cli.app import app
+from selectivity_eval.core.spec.default import default_spec_path
 from selectivity_eval.core.outputs.results import read_units_csv
 
 from .conftest import EXAMPLE_SPEC
@@ -52,13 +54,24 @@ def test_digits_example_writes_every_output(digits_run):
     assert completed.stdout.strip().splitlines()[-1] == f"Report: {out / 'report.html'}"
 
 
+def test_in_process_run_writes_the_cli_units_csv(digits_run, tmp_path):
+    _, out = digits_run
+    result = se.run_study(EXAMPLE_SPEC, output=tmp_path / "run")
+    assert result.output_dir == tmp_path / "run" and result.failures == []
+    assert (result.output_dir / "units.csv").read_bytes() == (out / "units.csv").read_bytes()
+    assert result.summary == json.loads((out / "summary.json").read_text())
+    assert set(result.results) == set(LAYER_UNITS)
+
+
 def test_digits_summary_and_run_record(digits_run):
     _, out = digits_run
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == list(LAYER_UNITS)
     fc2 = summary["fc2"]
     assert fc2["n_units"] == 10 and "n_localist" in fc2
-    assert set(fc2["columns"]["precision"]) == {"mean", "median", "max", "nan_count"}
+    assert set(fc2["columns"]["precision"]) == {"kind", "role", "mean", "median", "max", "nan_count"}
+    assert fc2["columns"]["precision"]["role"] == "headline" and fc2["columns"]["localist_norm"]["role"] == "detail"
+    assert fc2["columns"]["is_localist"]["kind"] == "flag"
     assert 0 < fc2["columns"]["precision"]["mean"] <= 1
     assert fc2["signed_activations"] is True and summary["fc1"]["signed_activations"] is False
     record = json.loads((out / "run.json").read_text())

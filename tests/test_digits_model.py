@@ -14,7 +14,6 @@ from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.plugins.datasets.digits import Digits, digits_arrays
 from selectivity_eval.plugins.models.digits_cnn import DigitsCNNSource, builtin_weights_path
 
-from .conftest import REPO
 
 
 def test_split_is_stratified_disjoint_and_complete():
@@ -55,7 +54,7 @@ def test_a_weights_file_of_the_wrong_shape_is_a_clear_error(tmp_path):
 def test_training_script_is_seeded_and_reaches_95_percent(tmp_path):
     output = tmp_path / "w.pt"
     completed = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "train_digits_cnn.py"), "--output", str(output)],
+        [sys.executable, "-m", "selectivity_eval.plugins.models.train_digits_cnn", "--output", str(output)],
         capture_output=True, text=True, timeout=600, check=True,
     )
     accuracy = float(re.search(r"test accuracy: ([0-9.]+)", completed.stdout).group(1))

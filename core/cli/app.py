@@ -6,7 +6,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,7 +18,9 @@ from typer.core import TyperGroup
 from selectivity_eval._version import __version__
 from selectivity_eval.core.errors import SelectivityEvalError, UserInputError
 from selectivity_eval.core.cli.progress import Reporter
+from selectivity_eval.core.cli.printing import print_tables
 from selectivity_eval.core.cli.summary_table import summary_tables
+from selectivity_eval.core.spec.default import default_spec_path
 
 EXIT_FAILED = 1
 
@@ -46,11 +47,6 @@ stderr = Console(stderr=True)
 
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables; errors only.")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
-
-
-def default_spec_path() -> Path:
-    """The spec embedded in the package: all four measures on all four layers of the digits CNN."""
-    return Path(str(resources.files("selectivity_eval.core.spec").joinpath("digits.yaml")))
 
 
 @contextmanager
@@ -111,8 +107,7 @@ def run(
         reporter = Reporter(console=stderr, quiet=quiet)
         result = run_spec(run_spec_model, reporter=reporter)
         if not quiet:
-            for table in summary_tables(result.summary):
-                stdout.print(table)
+            print_tables(stdout, summary_tables(result.summary))
         for failure in result.failures:
             stderr.print(
                 f"[bold red]Error:[/] measure {failure.measure!r} (plugin {failure.plugin!r}) failed on layer "
@@ -184,7 +179,7 @@ def plugins(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["name"], row["kind"], row["distribution"], row["version"], row["description"])
-    stdout.print(table)
+    print_tables(stdout, [table])
 
 
 @app.command()
@@ -378,7 +373,7 @@ def layers(
         notes.append("*: the module runs more than once per forward pass; a spec's layer keeps its last output.")
     if not sized:
         notes.append("The model gives no example input, so output sizes are unknown.")
-    stdout.print(table)
+    print_tables(stdout, [table])
     for note in notes:
         stdout.print(note, highlight=False, markup=False, soft_wrap=True)
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from selectivity_eval.core.cli.app import DebugOption, QuietOption, app, reported_errors, stderr, stdout
+from selectivity_eval.core.cli.printing import print_tables
 from selectivity_eval.core.cli.progress import Reporter
 
 
@@ -75,8 +76,7 @@ def ratings(
     with reported_errors(debug):
         result = merge_ratings(load_finished_run(run_dir), files)
     if not quiet:
-        for table in ratings_tables(result):
-            stdout.print(table)
+        print_tables(stdout, ratings_tables(result))
         stdout.print(
             f"Merged: {run_dir / 'ratings_merged.csv'} and {run_dir / 'ratings.json'}. "
             f"`selectivity-eval report {run_dir}` adds them to report.html.",

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from selectivity_eval.core.measures.chance import NULL_SUFFIXES
-
-SECONDARY = ("_count", "_norm", "_off", *NULL_SUFFIXES)
 
 
 def main_columns(summary: dict) -> list[str]:
-    """Each measure's headline value columns, in the order they first appear."""
+    """The headline columns (as each measure declares them), in the order they first appear.
+
+    A numeric column in a summary written before columns had roles counts as headline.
+    """
     columns: list[str] = []
     for layer in summary.values():
         for column, stats in layer["columns"].items():
-            headline = "mean" in stats and not column.endswith(SECONDARY) and not column.startswith("is_")
-            if headline and column not in columns:
+            headline = stats.get("role", "headline" if "mean" in stats else "detail") == "headline"
+            if headline and "mean" in stats and column not in columns:
                 columns.append(column)
     return columns
 
@@ -75,3 +75,4 @@ def summary_tables(summary: dict) -> list[Table]:
     if untrained:
         tables.append(summary_table(untrained, "Untrained network, same layers (means over units)"))
     return tables
+

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from selectivity_eval.core.cli.app import EXIT_FAILED, DebugOption, QuietOption, app, reported_errors, stderr, stdout
+from selectivity_eval.core.cli.printing import print_tables
 from selectivity_eval.core.cli.progress import Reporter
 
 
@@ -33,7 +34,7 @@ def sweep(
         reporter = Reporter(console=stderr, quiet=quiet)
         result = run_sweep(sweep_spec, runs, reporter=reporter)
     if not quiet:
-        stdout.print(sweep_table(result))
+        print_tables(stdout, [sweep_table(result)])
     for outcome in result.failed:
         stderr.print(
             f"[bold red]Error:[/] run {escape(outcome.run.name)} failed: {escape(outcome.error or '')}",

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from selectivity_eval.core.measures.base import Column
+from selectivity_eval.core.measures.base import Column, Role
 from selectivity_eval.schemas.spec import RunSpec
 
 LayerResults = dict[str, np.ndarray]
@@ -68,15 +68,22 @@ def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def summarise_layer(results: LayerResults, kinds: dict[str, Column]) -> dict[str, Any]:
-    """Per column: mean, median, max and NaN count (class columns: distinct and most common class)."""
+def summarise_layer(
+    results: LayerResults, kinds: dict[str, Column], roles: dict[str, Role] | None = None
+) -> dict[str, Any]:
+    """Per column: its kind and role; mean, median, max and NaN count (class columns: distinct and
+    most common class). A column no measure declares (chance levels, say) is a detail value column."""
     summary: dict[str, Any] = {"n_units": 0, "columns": {}}
+    roles = roles or {}
     for column, values in results.items():
         summary["n_units"] = int(len(values))
         kind = kinds.get(column, Column.VALUE)
+        role = roles.get(column, kind.default_role if column in kinds else Role.DETAIL)
+        described = {"kind": kind.value, "role": role.value}
         if kind is Column.CLASS:
             classes, counts = np.unique(values, return_counts=True)
             summary["columns"][column] = {
+                **described,
                 "n_distinct": int(len(classes)),
                 "most_common": classes[np.argmax(counts)].item() if len(classes) else None,
             }
@@ -84,6 +91,7 @@ def summarise_layer(results: LayerResults, kinds: dict[str, Column]) -> dict[str
         numbers = values.astype(np.float64)
         finite = numbers[~np.isnan(numbers)]
         summary["columns"][column] = {
+            **described,
             "mean": _finite_or_none(finite.mean()) if finite.size else None,
             "median": _finite_or_none(float(np.median(finite))) if finite.size else None,
             "max": _finite_or_none(finite.max()) if finite.size else None,

@@ -75,6 +75,14 @@ class FinishedRun:
         values = np.load(path, mmap_mode="r")
         return values if self.measured.all() else values[self.measured]
 
+    def column_kind(self, column: str) -> str | None:
+        """The column's kind as summary.json records it (``value``, ``class``, ``count``, ``flag``)."""
+        for layer in self.summary.values():
+            stats = layer.get("columns", {}).get(column)
+            if stats and "kind" in stats:
+                return stats["kind"]
+        return None
+
     def class_name(self, label: Any) -> str:
         """The data set's name of a label value (as units.csv or labels.npy hold it)."""
         try:

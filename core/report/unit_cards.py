@@ -77,7 +77,7 @@ def format_value(run: FinishedRun, column: str, value) -> str:
         return run.class_name(value)
     if isinstance(value, float) and np.isnan(value):
         return "NaN"
-    if column.startswith("is_"):
+    if run.column_kind(column) == "flag":
         return "yes" if value else "no"
     return f"{value:.4g}"
 

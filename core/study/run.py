@@ -18,7 +18,7 @@ from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.distributed.executor import executor_record, executor_scope
 from selectivity_eval.core.extraction.extract import resolve_layers
 from selectivity_eval.core.statistics.labels import Labels
-from selectivity_eval.core.measures.base import Column, Measure
+from selectivity_eval.core.measures.base import Column, Measure, Role
 from selectivity_eval.core.outputs.results import summarise_layer, write_json, write_resolved_spec, write_units_csv
 from selectivity_eval.core.registry.manager import Registry, get_registry
 from selectivity_eval.core.cli.progress import Reporter
@@ -39,6 +39,13 @@ from selectivity_eval.schemas.spec import RunSpec
 
 @dataclass
 class RunResult:
+    """A finished run: its output folder, per-layer results and summary, failures and report.
+
+    ``results[layer][column]`` holds one value per unit (as units.csv has them); ``summary`` is
+    summary.json's content; ``failures`` lists measures that failed on a layer (the rest was
+    written); ``report`` is report.html's path, or None when the spec turned the report off.
+    """
+
     output_dir: Path
     results: dict[str, dict[str, np.ndarray]]
     summary: dict[str, Any]
@@ -110,15 +117,15 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     results, failures = trained.results, trained.failures
     timings["measures"] = time.perf_counter() - started
 
-    kinds = column_kinds(measures)
-    summary = summarise(results, kinds, activations, trained.chance)
+    kinds, roles = column_kinds(measures), column_roles(measures)
+    summary = summarise(results, kinds, roles, activations, trained.chance)
     if spec.untrained_baseline:
         started = time.perf_counter()
         untrained = untrained_step(spec, model, data, layers, measured, labels, measures, plugin_of, device, reporter)
         failures += untrained.failures
         (output_dir / "untrained").mkdir(exist_ok=True)
         write_units_csv(output_dir / "untrained" / "units.csv", untrained.results)
-        untrained_summary = summarise(untrained.results, kinds, untrained.activations, untrained.chance)
+        untrained_summary = summarise(untrained.results, kinds, roles, untrained.activations, untrained.chance)
         for layer in summary:
             summary[layer]["untrained"] = untrained_summary[layer]
         timings["untrained_baseline"] = time.perf_counter() - started
@@ -163,8 +170,8 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     return result
 
 
-def summarise(results, kinds, activations, chance) -> dict[str, Any]:
-    summary = {layer: summarise_layer(columns, kinds) for layer, columns in results.items()}
+def summarise(results, kinds, roles, activations, chance) -> dict[str, Any]:
+    summary = {layer: summarise_layer(columns, kinds, roles) for layer, columns in results.items()}
     for layer, matrix in activations.items():
         summary[layer]["signed_activations"] = bool((matrix < 0).any())
         if layer in chance:
@@ -177,6 +184,13 @@ def column_kinds(measures: list[tuple[Measure, str]]) -> dict[str, Column]:
     for measure, label in measures:
         kinds.update(measure.output_columns(label))
     return kinds
+
+
+def column_roles(measures: list[tuple[Measure, str]]) -> dict[str, Role]:
+    roles: dict[str, Role] = {}
+    for measure, label in measures:
+        roles.update(measure.output_roles(label))
+    return roles
 
 
 def run_record(spec, model, dataset_identity, device, result: RunResult, registry: Registry) -> dict[str, Any]:

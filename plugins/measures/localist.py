@@ -16,9 +16,9 @@ class Localist(Measure):
     columns = {
         "localist_class": Column.CLASS,
         "localist": Column.VALUE,
-        "localist_norm": Column.VALUE,
+        "localist_norm": Column.VALUE.detail(),
         "is_localist": Column.FLAG,
-        "localist_off": Column.VALUE,
+        "localist_off": Column.VALUE.detail(),
     }
 
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:

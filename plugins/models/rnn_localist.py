@@ -5,7 +5,7 @@ hold several words in short-term memory at once. This module rebuilds that setti
 to train in a minute on a CPU: a simple recurrent network (Elman; 200 logistic units) sees
 a list of words, one word per time step, each word as its letters in three slots, and then, on a
 recall cue, names the words of the list in order, one per step. Its weights ship with the package
-(``rnn_localist.pt``, made by ``examples/rnn_localist/train.py``).
+(``rnn_localist.pt``, made by ``python -m selectivity_eval.plugins.models.train_rnn_localist``).
 
 The data set's images are lists and its classes are words: an item is a list read at one recall
 step, its class is the word the network recalls there, and its activations are the hidden state

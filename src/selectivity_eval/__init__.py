@@ -9,6 +9,9 @@ Library use::
     result = se.maximise(model, "fc2", [0, 1, 2], steps=128)     # activation maximisation
     null = se.chance_baselines(activations, labels, ["ccmas"], permutations=100)  # chance levels
 
+    result = se.run_study("study.yaml")          # a whole study in this process (a path, dict or None)
+    result.output_dir, result.summary, result.failures, result.report
+
 Write a new measure by subclassing ``se.Measure`` and registering it through the
 ``register_measures`` hook (see docs/plugins.md).
 """
@@ -20,11 +23,13 @@ from selectivity_eval.core.measures.compute import compute_measures
 from selectivity_eval.core.errors import SelectivityEvalError, SpecError, UserInputError
 from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.statistics.labels import Labels
-from selectivity_eval.core.measures.base import Column, Measure
-from selectivity_eval.core.registry.manager import get_registry, plugin_registered
+from selectivity_eval.core.measures.base import Column, ColumnSpec, Measure, Role
+from selectivity_eval.core.registry.manager import get_registry, plugin_registered, reload_plugins
 from selectivity_eval.core.statistics.ranking import ranked_top_indices
 from selectivity_eval.core.sources.base import DatasetSource, LoadedDataset, LoadedModel, ModelSource
 from selectivity_eval.core.statistics.layer_stats import LayerStats
+from selectivity_eval.core.study.api import load_dataset, load_model, run_study
+from selectivity_eval.core.study.run import RunResult
 from selectivity_eval.plugins.am.library import AMResult, maximise
 from selectivity_eval.schemas.params import PluginParams
 
@@ -33,6 +38,7 @@ __all__ = [
     "AMMethod",
     "AMResult",
     "Column",
+    "ColumnSpec",
     "DatasetSource",
     "Labels",
     "LayerStats",
@@ -41,6 +47,8 @@ __all__ = [
     "Measure",
     "ModelSource",
     "PluginParams",
+    "Role",
+    "RunResult",
     "RunTables",
     "SelectivityEvalError",
     "SpecError",
@@ -51,10 +59,14 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "jitterplot",
+    "load_dataset",
+    "load_model",
     "load_run",
     "maximise",
     "plugin_registered",
     "ranked_top_indices",
+    "reload_plugins",
+    "run_study",
 ]
 
 

@@ -11,7 +11,7 @@
 
 The ``registered_plugin`` fixture reaches every pytest session of an environment where
 selectivity-eval is installed, through the ``pytest11`` entry point; with plugin autoloading
-turned off (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``), add ``pytest_plugins = ["selectivity_eval.core.testing"]``
+turned off (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``), add ``pytest_plugins = ["selectivity_eval.testing"]``
 to your top-level ``conftest.py``.
 """
 

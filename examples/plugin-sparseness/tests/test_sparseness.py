@@ -12,11 +12,8 @@ from importlib import metadata
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 import selectivity_eval as se
-from selectivity_eval.core.cli.app import app
-from selectivity_eval.core.registry.manager import LOAD_PLUGINS_ENV, reload_plugins
 from selectivity_eval.testing import check_measure_contract
 from selectivity_eval_sparseness import plugin
 from selectivity_eval_sparseness.plugin import Sparseness
@@ -94,10 +91,11 @@ def test_runs_by_name_and_from_a_spec(registered_plugin, tmp_path):
         "report": {"enabled": False},  # report.html: not needed here
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    result = CliRunner().invoke(app, [str(tmp_path / "spec.yaml"), "--quiet"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    result = se.run_study(tmp_path / "spec.yaml")
+    assert result.failures == []
+    summary = json.loads((result.output_dir / "summary.json").read_text())
     assert 0 < summary["fc1"]["columns"]["sparseness"]["mean"] < 1
+    assert summary == result.summary
 
 
 def test_the_installed_entry_point_registers_it(monkeypatch):
@@ -105,10 +103,10 @@ def test_the_installed_entry_point_registers_it(monkeypatch):
         version = metadata.version("selectivity-eval-sparseness")
     except metadata.PackageNotFoundError:
         pytest.skip("not installed: pip install .")
-    monkeypatch.delenv(LOAD_PLUGINS_ENV, raising=False)
-    reload_plugins()
+    monkeypatch.delenv("SELECTIVITY_EVAL_LOAD_PLUGINS", raising=False)
+    se.reload_plugins()
     try:
         origin = se.get_registry().entry("measure", "sparseness").origin
     finally:
-        reload_plugins()
+        se.reload_plugins()
     assert (origin.plugin, origin.distribution, origin.version) == ("sparseness", "selectivity-eval-sparseness", version)

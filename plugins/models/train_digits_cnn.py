@@ -1,9 +1,10 @@
 """Train the digits CNN whose weights ship inside selectivity-eval (plugins/models/digits_cnn.pt).
 
-Seeded and CPU-only, so the same command makes the same weights:
+Seeded and CPU-only, so the same command makes the same weights (from an editable install, the
+default output is the shipped file in this folder):
 
-    python examples/train_digits_cnn.py              # writes plugins/models/digits_cnn.pt
-    python examples/train_digits_cnn.py --output /tmp/w.pt --epochs 5
+    python -m selectivity_eval.plugins.models.train_digits_cnn              # writes plugins/models/digits_cnn.pt
+    python -m selectivity_eval.plugins.models.train_digits_cnn --output /tmp/w.pt --epochs 5
 
 It trains on the digits data set's train split and prints the accuracy on the held-out test split.
 """
@@ -20,7 +21,7 @@ from torch import nn
 from selectivity_eval.plugins.datasets.digits import digits_arrays
 from selectivity_eval.plugins.models.digits_cnn import DigitsCNN
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "plugins" / "models" / "digits_cnn.pt"
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "digits_cnn.pt"
 
 
 def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:

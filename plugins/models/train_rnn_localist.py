@@ -2,8 +2,8 @@
 
 Seeded and CPU-only (one thread), so the same command makes the same weights:
 
-    python examples/rnn_localist/train.py                    # writes plugins/models/rnn_localist.pt
-    python examples/rnn_localist/train.py --seed 1 --output /tmp/rnn.pt
+    python -m selectivity_eval.plugins.models.train_rnn_localist      # writes plugins/models/rnn_localist.pt
+    python -m selectivity_eval.plugins.models.train_rnn_localist --seed 1 --output /tmp/rnn.pt
 
 It trains on fresh random lists, prints the share of 2,000 new lists recalled perfectly and the
 training time, and then counts the localist units of the hidden layer with the framework's own
@@ -31,7 +31,7 @@ from selectivity_eval.plugins.models.rnn_localist import (
 )
 from selectivity_eval.schemas.spec import LayerSpec
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "plugins" / "models" / "rnn_localist.pt"
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "rnn_localist.pt"
 
 
 def localist_units(model: se.LoadedModel, position) -> int:
