@@ -19,6 +19,7 @@ import yaml
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.measures.base import Column
 from selectivity_eval.core.measures.chance import NULL_SUFFIXES
+from selectivity_eval.core.report.inputs import _require
 
 AM_KINDS = {
     "activation": Column.VALUE,
@@ -45,8 +46,8 @@ class RunTables:
     (``<column>_null_mean``, ``_null_std``, ``_z``, ``_p``) are float64.
     ``untrained``: the same for the untrained baseline (None when the run has none).
     ``am``: am.csv, one row per maximised unit (None when the run ran no AM).
-    ``summary``: summary.json as a table, one row per layer and measure column (mean, median, max,
-    nan_count; class columns: n_distinct, most_common). ``spec``: spec.resolved.yaml as a dict;
+    ``summary``: summary.json as a table, one row per layer and measure column (kind, role; mean,
+    median, max, nan_count; class columns: n_distinct, most_common). ``spec``: spec.resolved.yaml as a dict;
     ``record``: run.json as a dict; ``column_kinds``: measure column -> ``Column``;
     ``class_names``: label value -> the data set's name of the class; ``path``: the run's folder.
     """
@@ -80,13 +81,13 @@ def load_run(path: str | Path) -> RunTables:
     path = Path(path).expanduser()
     if not path.is_dir():
         raise UserInputError(f"Run directory {str(path)!r} does not exist.")
-    spec = yaml.safe_load(_required(path, "spec.resolved.yaml").read_text(encoding="utf-8"))
-    record = json.loads(_required(path, "run.json").read_text(encoding="utf-8"))
-    summary_json = json.loads(_required(path, "summary.json").read_text(encoding="utf-8"))
+    spec = yaml.safe_load(_require(path, "spec.resolved.yaml").read_text(encoding="utf-8"))
+    record = json.loads(_require(path, "run.json").read_text(encoding="utf-8"))
+    summary_json = json.loads(_require(path, "summary.json").read_text(encoding="utf-8"))
     kinds = column_kinds(spec, summary_json)
     labels = _label_values(path)
     layers = [layer["name"] for layer in spec.get("layers", [])]
-    units = read_units_table(_required(path, "units.csv"), kinds, labels, layers)
+    units = read_units_table(_require(path, "units.csv"), kinds, labels, layers)
     untrained_csv = path / "untrained" / "units.csv"
     am_csv = path / "am.csv"
     return RunTables(
@@ -102,29 +103,25 @@ def load_run(path: str | Path) -> RunTables:
     )
 
 
-def _required(directory: Path, name: str) -> Path:
-    path = directory / name
-    if not path.is_file():
-        raise UserInputError(
-            f"{path} is missing: {directory} is not the output folder of a finished run (a run writes units.csv, "
-            "summary.json, spec.resolved.yaml and run.json)."
-        )
-    return path
-
-
 def column_kinds(spec: dict[str, Any], summary: dict[str, Any]) -> dict[str, Column]:
-    """Each measure column's kind: from the registered measures the spec names; for a measure whose
-    plugin is not installed here, class columns from summary.json (the rest are read as they look)."""
+    """Each column's kind as summary.json records it; for a run written before summary.json did, from
+    the registered measures the spec names (a measure not installed here: class columns from
+    summary.json's class statistics; its other columns are read as they look)."""
     from selectivity_eval.core.registry.manager import get_registry
 
-    registry = get_registry()
     kinds: dict[str, Column] = {}
+    for layer in summary.values():
+        for column, stats in layer.get("columns", {}).items():
+            if "kind" in stats:
+                kinds.setdefault(column, Column(stats["kind"]))
+    registry = get_registry()
     for ref in spec.get("measures") or []:
         name = ref["name"] if isinstance(ref, dict) else ref
         label = ref.get("label") if isinstance(ref, dict) else None
         if name in registry.names("measure"):
             measure = registry.get("measure", name)
-            kinds.update(measure.output_columns(measure, label))  # uses only class attributes: no parameters needed
+            for column, kind in measure.output_columns(measure, label).items():  # class attributes only
+                kinds.setdefault(column, kind)
     for layer in summary.values():
         for column, stats in layer.get("columns", {}).items():
             if column not in kinds and "n_distinct" in stats:
@@ -206,7 +203,7 @@ def _class_column(cells: pd.Series, labels: list[Any]) -> pd.Series:
     return cells.astype("category")
 
 
-SUMMARY_STATS = ("mean", "median", "max", "nan_count", "n_distinct", "most_common")
+SUMMARY_STATS = ("kind", "role", "mean", "median", "max", "nan_count", "n_distinct", "most_common")
 
 
 def summary_table(summary: dict[str, Any]) -> pd.DataFrame:

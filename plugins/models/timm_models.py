@@ -20,6 +20,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.sources.base import LoadedModel, ModelSource
+from selectivity_eval.core.sources.images import as_rgb
 from selectivity_eval.core.sources.layout import CHANNELS_LAST, OutputLayout, tokens
 from selectivity_eval.core.sources.weights import file_sha256, load_state_dict
 from selectivity_eval.schemas.params import PluginParams
@@ -97,15 +98,7 @@ class TimmInput:
         self.crop_size = int(config["input_size"][-1])
 
     def __call__(self, image: Any) -> torch.Tensor:
-        from PIL import Image
-
-        if not isinstance(image, (Image.Image, torch.Tensor)):
-            import numpy as np
-
-            image = Image.fromarray(np.asarray(image))
-        if isinstance(image, Image.Image) and image.mode != "RGB":
-            image = image.convert("RGB")
-        return self.transform(image)
+        return self.transform(as_rgb(image))
 
     def __repr__(self) -> str:
         return f"TimmInput({self.config!r}: {self.transform!r})"

@@ -23,6 +23,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.sources.base import LoadedModel, ModelSource
+from selectivity_eval.core.sources.images import as_rgb
 from selectivity_eval.core.sources.layout import CHANNELS_LAST, OutputLayout, tokens
 from selectivity_eval.core.sources.weights import file_sha256, load_state_dict
 from selectivity_eval.schemas.params import PluginParams
@@ -201,15 +202,7 @@ class ImageNetInput:
         self.crop_size = int(self.preset.crop_size[0])
 
     def __call__(self, image: Any) -> torch.Tensor:
-        from PIL import Image
-
-        if not isinstance(image, (Image.Image, torch.Tensor)):
-            import numpy as np
-
-            image = Image.fromarray(np.asarray(image))
-        if isinstance(image, Image.Image) and image.mode != "RGB":
-            image = image.convert("RGB")
-        return self.preset(image)
+        return self.preset(as_rgb(image))
 
     def __repr__(self) -> str:
         return f"ImageNetInput({self.weights}.transforms() = {self.preset!r})"
