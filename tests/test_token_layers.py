@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.swin_transformer import SwinTransformer
 from torch.utils.data import TensorDataset
 
 import selectivity_eval as se
@@ -18,7 +19,7 @@ from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.extraction.extract import extract_activations, resolve_layers
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.core.sources.layout import tokens
-from selectivity_eval.plugins.models.torchvision_models import TorchvisionSource
+from selectivity_eval.plugins.models.torchvision_models import TorchvisionSource, layouts_of
 from selectivity_eval.schemas.spec import LayerSpec
 
 
@@ -93,7 +94,7 @@ def test_vit_token_reductions_agree_with_a_hand_computation_on_the_raw_hook_outp
 
 def test_am_on_a_vit_feature_maximises_its_class_token_value(small_vit):
     vit = small_vit
-    result = se.maximise(vit, "encoder.ln", [5, 700], steps=3, batch_size=2, jitter=0, rotate=0, scale=(1, 1))
+    result = se.maximise(vit, "encoder.ln", [5, 700], steps=2, batch_size=2, jitter=0, rotate=0, scale=(1, 1))
     assert result.images.shape == (2, 3, 32, 32)
     normalise = vit.transform.preset
     mean = torch.tensor(normalise.mean).view(1, 3, 1, 1)
@@ -107,15 +108,20 @@ def test_am_on_a_vit_feature_maximises_its_class_token_value(small_vit):
 
 
 def test_swin_maps_are_channels_last_and_pooled_per_channel():
-    swin = TorchvisionSource(arch="swin_t").load(seed=0)
+    """A small torchvision Swin (embedding 16, one block per stage) with the plugin's Swin layouts, to keep CPU time low."""
+    torch.manual_seed(0)
+    module = SwinTransformer([4, 4], 16, [1, 1, 1, 1], [1, 1, 1, 1], [2, 2]).eval()
+    swin = LoadedModel(module, layouts=layouts_of("swin_t"), example_input=torch.zeros(1, 3, 64, 64))
     inputs = _images(2, 64, seed=1)
     raw = _raw_output(swin, "norm", inputs)
-    assert raw.shape == (2, 2, 2, 768)
+    assert raw.shape == (2, 2, 2, 128)
     out = _extract(swin, [LayerSpec(name="norm"), LayerSpec(name="features.0.0", pool="mean")], inputs)
     np.testing.assert_allclose(out["norm"], raw.amax(dim=(1, 2)).numpy(), rtol=1e-5, atol=1e-5)
-    assert out["features.0.0"].shape == (2, 96)  # its patch-embedding conv stays channels-first
+    conv = _raw_output(swin, "features.0.0", inputs)
+    np.testing.assert_allclose(out["features.0.0"], conv.mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-5)
     rows = {row["layer"]: row for row in layer_rows(swin)[0]}
-    assert rows["norm"]["units"] == 768 and rows["features.0.0"]["units"] == 96
+    assert rows["norm"]["units"] == 128 and rows["norm"]["reduction"] == "pool: max (HWC map)"
+    assert rows["features.0.0"]["units"] == 16 and rows["features.0.0"]["reduction"] == "pool: max"
     with pytest.raises(UserInputError, match="tokens: cls.*declares its output channels-last"):
         _extract(swin, [LayerSpec(name="norm", tokens="cls")], inputs)
 
@@ -163,3 +169,39 @@ def test_cls_on_a_model_without_a_class_token_is_refused_and_patch_tokens_skip_t
     registers = LoadedModel(model.module, layouts={"mix": tokens(2, class_token=True)})
     out = _extract(registers, [LayerSpec(name="mix", tokens="patch_max")], inputs)["mix"]
     np.testing.assert_allclose(out, raw[:, 2:].amax(1).numpy(), rtol=1e-6)
+
+
+class TinyImageTransformer(nn.Module):
+    """A 2x8x8 image as 4 tokens of 32 features, a linear layer over them: nothing declared."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Linear(32, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        tokens = x.reshape(x.shape[0], 2, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(x.shape[0], 4, 32)
+        return self.head(self.mix(tokens).mean(1))
+
+
+def test_am_reads_an_undeclared_layer_as_tokens_where_the_spec_does(tmp_path):
+    from selectivity_eval.plugins.am.gradient_ascent import GradientAscent
+
+    torch.manual_seed(0)
+    model = LoadedModel(TinyImageTransformer().eval(), example_input=torch.zeros(1, 2, 8, 8))
+    layers = resolve_layers(model, [LayerSpec(name="mix", tokens="mean")])
+    method = GradientAscent(
+        {"units": [1, 5], "steps": 2, "parameterisation": "pixel", "jitter": 0, "rotate": 0, "scale": [1, 1],
+         "decorrelate": False, "objective": "mean", "png_min_size": 8}
+    )
+    method.validate(model, layers)  # 6 units (features), not 4 (tokens): unit 5 is in range
+    context = se.AMContext(
+        model=model, layers={"mix": "mix"}, activations={}, results={}, output_dir=tmp_path,
+        device=torch.device("cpu"), seed=0, layer_settings={"mix": layers[0]},
+    )
+    method.run(context)
+    rows = (tmp_path / "am.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in rows[1:]] == ["1", "5"]
+    assert (tmp_path / "am" / "mix" / "5.png").is_file()
+    with pytest.raises(UserInputError, match="unit 6 is out of range for layer 'mix', which has 6 units"):
+        GradientAscent({"units": [6]}).validate(model, layers)

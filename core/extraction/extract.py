@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,17 @@ def resolve_layers(model: LoadedModel, layers: list[LayerSpec]) -> list[Resolved
             f"{', '.join(model.layer_names())}."
         )
     return resolved
+
+
+def with_spec_layouts(model: LoadedModel, layers) -> LoadedModel:
+    """``model`` with the layouts its spec's ``layers`` add: a module the model does not declare, which a
+    layer reads as tokens (``tokens`` set), is a token sequence for AM too (it is read the same way)."""
+    extra = {
+        layer.module_name: OutputLayout("tokens")
+        for layer in layers
+        if layer.layout is None and layer.tokens is not None
+    }
+    return replace(model, layouts={**model.layouts, **extra}) if extra else model
 
 
 def reduce_output(output, pool: str, relu: bool, *, tokens: str | None = None, layout: OutputLayout | None = None) -> torch.Tensor:

@@ -9,7 +9,7 @@ for the image. The optimisation itself is in ``am_engine``; see docs/am.md.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedModel
 from selectivity_eval.plugins.am.dataset_max import dataset_maxima
+from selectivity_eval.core.extraction.extract import with_spec_layouts
 from selectivity_eval.core.extraction.reduce import am_reduction
 from selectivity_eval.plugins.am.engine import layer_outputs, optimise_units
 from selectivity_eval.plugins.am.input_space import InputSpace, input_space
@@ -45,7 +46,7 @@ class GradientAscent(AMMethod):
     Params = GradientAscentParams
 
     def validate(self, model: LoadedModel, layers) -> None:
-        self._plan(model, {layer.label: layer.module_name for layer in layers})
+        self._plan(with_spec_layouts(model, layers), {layer.label: layer.module_name for layer in layers})
 
     def _plan(self, model: LoadedModel, layers: dict[str, str]) -> tuple[InputSpace, list[LayerPlan]]:
         p = self.params
@@ -92,6 +93,7 @@ class GradientAscent(AMMethod):
         p = self.params
         reporter = context.reporter or Reporter(quiet=True)
         seed = context.seed if p.seed is None else p.seed
+        context = replace(context, model=with_spec_layouts(context.model, context.layer_settings.values()))
         space, plans = self._plan(context.model, context.layers)
         chosen = {plan.label: self.select_units(plan, context.results.get(plan.label, {})) for plan in plans}
         maxima = self._data_maxima(context, plans, reporter)
