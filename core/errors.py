@@ -56,3 +56,15 @@ class PluginConflictError(SelectivityEvalError):
 
 class MeasureFailure(SelectivityEvalError):
     """A measure plugin raised while computing a layer; the run keeps the other results."""
+
+
+class PluginError(SelectivityEvalError):
+    """A model or data set plugin raised while loading; the message names the plugin and the step."""
+
+
+class DiskFullError(UserInputError):
+    """A write found no space left on the device (exit code 2); names the path and the bytes needed."""
+
+
+class StoreCorruption(Exception):
+    """An activation store file failed its check; the store discards the entry and recomputes it."""

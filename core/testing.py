@@ -77,7 +77,7 @@ def check_measure_contract(
 
     - ``compute`` returns a dict with exactly the declared ``columns``, each a torch tensor of
       shape (units,): class columns integer class codes in 0..C-1, flags ``torch.bool``, counts
-      integers, values floating point;
+      integers, values floating point and never infinite (NaN is allowed);
     - ``compute`` leaves the activations unchanged;
     - the results are the same with the images shuffled (activations and labels together), with
       units computed ``chunk_sizes`` at a time, and when computed twice (value columns to
@@ -149,6 +149,10 @@ def _check_raw_output(measure: Measure, name: str, matrix: torch.Tensor, labels:
         integer = not dtype.is_floating_point and not dtype.is_complex and dtype is not torch.bool
         if kind is Column.VALUE and not dtype.is_floating_point:
             _fail(f"measure {name!r}: value column {column!r} has dtype {dtype}, expected a floating dtype")
+        if kind is Column.VALUE and dtype.is_floating_point and bool(torch.isinf(values).any()):
+            units = torch.nonzero(torch.isinf(values)).flatten()[:5].tolist()
+            _fail(f"measure {name!r}: value column {column!r} is infinite for units {units} (finite "
+                  "activations); a value column must hold finite numbers, NaN where a unit has no value")
         if kind is Column.FLAG and dtype is not torch.bool:
             _fail(f"measure {name!r}: flag column {column!r} has dtype {dtype}, expected torch.bool")
         if kind in (Column.COUNT, Column.CLASS) and not integer:

@@ -1,6 +1,13 @@
 """Base class for the parameters a plugin declares."""
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SEED = 2**63 - 1
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+"""A seed every generator takes as it is (torch's ``manual_seed`` overflows above 2**64 - 1)."""
 
 
 class PluginParams(BaseModel):

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from selectivity_eval.schemas.params import Seed
+
 
 class ReportSpec(BaseModel):
     """``report.html`` (plots, layer tables, unit cards) and, when AM images exist, ``rating.html``."""
@@ -21,7 +23,7 @@ class ReportSpec(BaseModel):
     )
     random_units: int = Field(8, ge=0, description="Unit cards per layer: this many more units, drawn at random.")
     top_images: int = Field(9, ge=0, le=64, description="Highest-activating data set images on each unit card.")
-    seed: int = Field(0, description="Seed of the random units, the jitter of the plots and the rating page's order.")
+    seed: Seed = Field(0, description="Seed of the random units, the jitter of the plots and the rating page's order.")
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from selectivity_eval.schemas.executor import ExecutorSpec
+from selectivity_eval.schemas.params import Seed
 from selectivity_eval.schemas.report import ReportSpec
 
 
@@ -100,7 +101,7 @@ class ChanceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     permutations: int = Field(100, ge=1, description="How many label shufflings.")
-    seed: int = Field(0, description="Seed of the shufflings.")
+    seed: Seed = Field(0, description="Seed of the shufflings.")
     columns: list[str] | None = Field(
         None, description="Columns to test; omitted means every value and count column of the measures."
     )
@@ -130,7 +131,7 @@ class RunSpec(BaseModel):
     output: Path = Field(Path("runs/selectivity"), description="Directory the run writes its results to.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(256, ge=1)
-    seed: int = 0
+    seed: Seed = Field(0, description="Seed of every random draw (0 to 2**63 - 1).")
     executor: ExecutorSpec = Field(
         default_factory=ExecutorSpec, description="Where extraction and measures run: local or dask (distributed.md)."
     )

@@ -77,15 +77,27 @@ def test_imagefolder_applies_the_transform_to_a_pil_image(folder):
     assert data.dataset[0] == (("RGB", (16, 16)), 0)
 
 
-def test_identity_hash_follows_the_listing(folder):
+def test_identity_hash_follows_the_listing_and_the_contents(folder):
     first = ImageFolder(root=str(folder)).load(seed=0).identity["sha256"]
     assert ImageFolder(root=str(folder)).load(seed=5).identity["sha256"] == first
     write_image(folder / "cat" / "c0.png", COLOURS[0], size=(20, 20))  # same name, another size
     resized = ImageFolder(root=str(folder)).load(seed=0).identity["sha256"]
     assert resized != first
     status = (folder / "cat" / "c0.png").stat()
-    os.utime(folder / "cat" / "c0.png", ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # rewritten in place
-    assert ImageFolder(root=str(folder)).load(seed=0).identity["sha256"] not in (first, resized)
+    os.utime(folder / "cat" / "c0.png", ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # touched, same bytes
+    assert ImageFolder(root=str(folder)).load(seed=0).identity["sha256"] == resized
+
+
+def test_an_image_edited_in_place_with_size_and_time_restored_changes_the_identity(folder):
+    path = folder / "cat" / "c0.png"
+    before = ImageFolder(root=str(folder)).load(seed=0).identity["sha256"]
+    status = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF  # same size
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert path.stat().st_size == status.st_size and path.stat().st_mtime_ns == status.st_mtime_ns
+    assert ImageFolder(root=str(folder)).load(seed=0).identity["sha256"] != before
 
 
 def test_limit_per_class_keeps_the_first_files_of_each_class(folder):

@@ -98,7 +98,8 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_path, monkeypatch):
+def interrupt_after_four_batches(spec, monkeypatch) -> None:
+    """Run ``spec`` with a checkpoint after every batch, stopped by an exception in its fifth batch."""
     monkeypatch.setattr(extract, "CHECKPOINT_SECONDS", -1.0)
     original = DigitsCNN.forward
     batches = []
@@ -110,11 +111,17 @@ def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(write_s
         return original(self, x)
 
     monkeypatch.setattr(DigitsCNN, "forward", dies_on_fifth_batch)
-    spec = write_spec(SPEC)
     with pytest.raises(Interrupt):
         CliRunner().invoke(app, [str(spec), "-q", "--debug"], catch_exceptions=False)
+    monkeypatch.setattr(DigitsCNN, "forward", original)
+
+
+def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_path, monkeypatch):
+    original = DigitsCNN.forward
+    spec = write_spec(SPEC)
+    interrupt_after_four_batches(spec, monkeypatch)
     store = ActivationStore(tmp_path / "run" / "activations")
-    partial = sorted((tmp_path / "run" / "activations").iterdir())
+    partial = sorted(d for d in (tmp_path / "run" / "activations").iterdir() if d.is_dir())
     assert len(partial) == 3 and not any((d / "complete.json").exists() for d in partial)
     assert all(json.loads((d / "progress.json").read_text())["rows_done"] == 4 * 64 for d in partial)
 
@@ -128,7 +135,7 @@ def test_interrupted_extraction_resumes_and_matches_an_uninterrupted_run(write_s
 
     fresh = tmp_path / "fresh"
     assert run(spec, "--output", str(fresh)).exit_code == 0
-    for directory in sorted((fresh / "activations").iterdir()):
+    for directory in sorted(d for d in (fresh / "activations").iterdir() if d.is_dir()):
         np.testing.assert_array_equal(np.load(directory / "values.npy"), resumed[directory.name])
 
 
@@ -149,7 +156,7 @@ def test_running_out_of_memory_names_batch_size_and_keeps_the_batches_done(write
     message = " ".join(result.output.split())
     assert "batch_size: a batch of 64 images does not fit in memory on cpu" in message
     assert "the 256 images done so far are kept" in message and "Traceback" not in result.output
-    partial = sorted((tmp_path / "run" / "activations").iterdir())
+    partial = sorted(d for d in (tmp_path / "run" / "activations").iterdir() if d.is_dir())
     assert len(partial) == 3
     assert all(json.loads((d / "progress.json").read_text())["rows_done"] == 4 * 64 for d in partial)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -126,10 +127,19 @@ def test_bad_sweep_exits_2_before_any_run(tmp_path, sweep_file, expected):
 
 
 def test_sweep_on_a_local_cluster_matches_the_local_sweep(tmp_path):
-    """The sweep starts one LocalCluster (2 workers on 127.0.0.1) for all its runs, and closes it."""
+    """The sweep starts one LocalCluster (2 workers on 127.0.0.1) for all its runs, and closes it.
+
+    The local sweep runs torch on one thread, as the workers do: then, and only then, docs/distributed.md
+    promises bit-identical activations (and so results) on any machine.
+    """
     pytest.importorskip("distributed")
     grid = {"weights": ["builtin", "none"], "layers": [[{"name": "fc1", "relu": True}, "fc2"]]}
-    assert sweep(write_sweep(tmp_path, {"grid": grid}, "local"), "-q").exit_code == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert sweep(write_sweep(tmp_path, {"grid": grid}, "local"), "-q").exit_code == 0
+    finally:
+        torch.set_num_threads(threads)
     on_dask = {"grid": grid, "executor": {"kind": "dask", "local_cluster": {"workers": 2}}}
     result = sweep(write_sweep(tmp_path, on_dask, "dask"), "-q")
     assert result.exit_code == 0, result.output

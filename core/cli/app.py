@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from selectivity_eval._version import __version__
 from selectivity_eval.core.errors import SelectivityEvalError, UserInputError
+from selectivity_eval.core.outputs.atomic import disk_full, no_space
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.cli.printing import print_tables
 from selectivity_eval.core.cli.summary_table import summary_tables
@@ -61,15 +62,28 @@ def reported_errors(debug: bool) -> Iterator[None]:
             raise
         stderr.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
+    except OSError as error:
+        if debug:
+            raise
+        if not no_space(error):
+            _print_unexpected(error)
+            raise typer.Exit(EXIT_FAILED) from None
+        full = disk_full(Path(error.filename or "the output directory"))
+        stderr.print(f"[bold red]Error:[/] {escape(str(full))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(full.exit_code) from None
     except Exception as error:
         if debug:
             raise
-        stderr.print(
-            f"[bold red]Error:[/] {type(error).__name__}: {escape(str(error))} (run again with --debug for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _print_unexpected(error)
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def _print_unexpected(error: BaseException) -> None:
+    stderr.print(
+        f"[bold red]Error:[/] {type(error).__name__}: {escape(str(error))} (run again with --debug for the traceback)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _version_callback(value: bool) -> None:
@@ -128,11 +142,11 @@ def validate(
     spec: Annotated[Path, typer.Argument(help="The spec YAML to check.")],
     debug: DebugOption = False,
 ) -> None:
-    """Check a spec, its plugins' parameters and its layer names, without running anything heavy."""
+    """Check a spec, its plugins' parameters, its layer names and its data set's listing, decoding no image."""
     from selectivity_eval.core.distributed.executor import require_dask
     from selectivity_eval.core.extraction.extract import resolve_layers
     from selectivity_eval.core.registry.manager import get_registry
-    from selectivity_eval.core.study.run import load_model, resolve_device
+    from selectivity_eval.core.study.run import check_output_dir, load_dataset, load_model, resolve_device
     from selectivity_eval.core.spec.loader import load_spec
     from selectivity_eval.core.statistics.layer_stats import kernel_mode
 
@@ -140,10 +154,12 @@ def validate(
         registry = get_registry()
         checked = load_spec(spec, registry)
         resolve_device(checked.device)
+        check_output_dir(Path(checked.output))
         kernel_mode()
         if checked.executor is not None and checked.executor.kind == "dask":
             require_dask()
         resolve_layers(load_model(checked, registry), checked.layers)
+        load_dataset(checked, registry, None)  # its images and labels, without the model's transform
         layers, measures = len(checked.layers), len(checked.measures or [])
         stdout.print(
             f"{spec}: valid ({layers} layer{'s' * (layers != 1)}, {measures} measure{'s' * (measures != 1)}).",
@@ -300,6 +316,7 @@ def layers(
     from pydantic import ValidationError
 
     from selectivity_eval.core.registry.manager import get_registry
+    from selectivity_eval.core.sources.loading import plugin_step
     from selectivity_eval.core.spec.loader import load_spec
 
     with reported_errors(debug):
@@ -327,7 +344,8 @@ def layers(
                     message = "required but missing"
                 problems.append(f"{'.'.join(str(part) for part in detail['loc'])}: {message}")
             raise UserInputError(f"Invalid parameters of model plugin {plugin!r}: {'; '.join(problems)}") from None
-        loaded = source.load(seed=seed)
+        with plugin_step(registry, "model", plugin, "load"):
+            loaded = source.load(seed=seed)
         rows, sized = layer_rows(loaded, chosen)
     if as_json:
         params = source.params.model_dump(mode="json")

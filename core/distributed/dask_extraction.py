@@ -14,46 +14,43 @@ from dataclasses import replace
 
 from selectivity_eval.core.distributed.dask_tasks import ExtractJob, extract_shard, probe_units
 from selectivity_eval.core.errors import UserInputError
-from selectivity_eval.core.extraction.extract import Extraction
+from selectivity_eval.core.extraction.extract import Extraction, through_store
 from selectivity_eval.core.store.shards import (
     existing_shard_size,
     finish_layer,
     prepare_layer,
     shard_bounds,
     shard_done,
+    shard_rows_intact,
 )
 
 
 def extract_on_dask(executor, spec, model, data, layers, keys, store, reporter) -> Extraction:
-    stored, cache = {}, {}
-    for layer in layers:
-        hit = store.complete(layer.label, keys[layer.label])
-        if hit is not None:
-            stored[layer.label], cache[layer.label] = hit, "hit"
-    missing = [layer for layer in layers if layer.label not in stored]
-    unreadable: list[str] = []
-    if missing:
-        executor.check_workers(spec)
-        untrained_seed = model.identity.get("init_seed") if "untrained_of" in model.identity else None
-        job = ExtractJob(
-            spec=spec.model_dump(mode="json"),
-            untrained_seed=untrained_seed,
-            layers=tuple(missing),
-            directories={},
-            model_identity=model.identity,
-            data_identity=data.identity,
-            n_images=len(data),
-        )
-        units = executor.client.submit(probe_units, job, pure=False).result()
-        never_ran = [layer.label for layer in missing if layer.label not in units]
-        if not units:
-            raise UserInputError("No image could be read, so no activations were extracted.")
-        if never_ran:
-            raise UserInputError(f"Layers {', '.join(never_ran)} never ran in the model's forward pass.")
-        unreadable = _run_shards(executor, job, missing, keys, units, store, reporter, cache)
-        for layer in missing:
-            stored[layer.label] = store.complete(layer.label, keys[layer.label])
-    return Extraction.from_store(stored, layers, cache, unreadable)
+    def run_missing(missing, cache) -> list[str]:
+        return _extract_missing(executor, spec, model, data, missing, keys, store, reporter, cache)
+
+    return through_store(store, data, layers, keys, reporter, run_missing)
+
+
+def _extract_missing(executor, spec, model, data, missing, keys, store, reporter, cache) -> list[str]:
+    executor.check_workers(spec)
+    untrained_seed = model.identity.get("init_seed") if "untrained_of" in model.identity else None
+    job = ExtractJob(
+        spec=spec.model_dump(mode="json"),
+        untrained_seed=untrained_seed,
+        layers=tuple(missing),
+        directories={},
+        model_identity=model.identity,
+        data_identity=data.identity,
+        n_images=len(data),
+    )
+    units = executor.client.submit(probe_units, job, pure=False).result()
+    never_ran = [layer.label for layer in missing if layer.label not in units]
+    if not units:
+        raise UserInputError("No image could be read, so no activations were extracted.")
+    if never_ran:
+        raise UserInputError(f"Layers {', '.join(never_ran)} never ran in the model's forward pass.")
+    return _run_shards(executor, job, missing, keys, units, store, reporter, cache)
 
 
 def _run_shards(executor, job, missing, keys, units, store, reporter, cache) -> list[str]:
@@ -75,6 +72,8 @@ def _run_shards(executor, job, missing, keys, units, store, reporter, cache) -> 
     for index in range(len(bounds)):
         for layer in missing:
             record = shard_done(directories[layer.label], index)
+            if record is not None and not shard_rows_intact(directories[layer.label], index, record):
+                record = None
             if record is None:
                 todo.setdefault(index, []).append(layer.label)
             else:
@@ -90,6 +89,8 @@ def _run_shards(executor, job, missing, keys, units, store, reporter, cache) -> 
     executor.stats["shards_skipped"] += len(bounds) - len(futures)
     for index, result in zip(sorted(todo), executor.gather(futures, reporter, "Extracting activations (dask)")):
         names[index] = result
+    unreadable = [name for index in sorted(names) for name in names[index]]
     for layer in missing:
-        finish_layer(directories[layer.label], len(bounds), {"layer": layer.label, "module": layer.module_name})
-    return [name for index in sorted(names) for name in names[index]]
+        description = {"layer": layer.label, "module": layer.module_name}
+        finish_layer(directories[layer.label], len(bounds), description, unreadable)
+    return unreadable

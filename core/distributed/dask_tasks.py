@@ -50,7 +50,7 @@ _loading = threading.Lock()
 def loaded(job: ExtractJob) -> tuple[Any, Any]:
     """This process's model and data set for ``job``, loaded on first use (seeded as a run loads them)."""
     from selectivity_eval.core.registry.manager import get_registry
-    from selectivity_eval.core.study.run import load_model, seed_everything
+    from selectivity_eval.core.study.run import load_dataset, load_model, seed_everything
     from selectivity_eval.schemas.spec import RunSpec
 
     spec = RunSpec.model_validate(job.spec)
@@ -66,9 +66,7 @@ def loaded(job: ExtractJob) -> tuple[Any, Any]:
         model = load_model(spec, registry)
         if job.untrained_seed is not None:
             model = model.untrained(job.untrained_seed)
-        data = registry.get("dataset", spec.dataset.plugin)(spec.dataset.params()).load(
-            seed=spec.seed, transform=model.transform
-        )
+        data = load_dataset(spec, registry, model.transform)
         if multiprocessing.current_process().daemon and data.num_workers:
             data = replace(data, num_workers=0)  # a daemonic worker process cannot start loader processes
         if model.identity != job.model_identity or data.identity != job.data_identity or len(data) != job.n_images:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.extraction.reduce import Reduction
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.core.sources.layout import OutputLayout
-from selectivity_eval.core.store.activation_store import ActivationStore, StoredLayer
+from selectivity_eval.core.store.activation_store import ActivationStore, StoredLayer, StoreWarning
 from selectivity_eval.schemas.spec import LayerSpec
 
 
@@ -114,11 +116,20 @@ class Extraction:
 class InMemoryStore:
     """The store interface without a disk: nothing cached, nothing to resume."""
 
-    def complete(self, label, key):
-        return None
+    def __init__(self):
+        self.finished: dict[str, StoredLayer] = {}
+
+    def complete(self, label, key, verify=True):
+        return self.finished.get(label)
 
     def resumable_rows(self, label, key):
         return 0
+
+    def resumed_unreadable(self, label, key):
+        return []
+
+    def locked(self, entries, on_wait=None):
+        return contextlib.nullcontext()
 
     def create(self, label, key, n_images, n_units):
         predicted = np.full(n_images, -1, dtype=np.int64)
@@ -128,12 +139,11 @@ class InMemoryStore:
         raise AssertionError("nothing to resume in memory")
 
     @staticmethod
-    def checkpoint(layer, rows_done):
+    def checkpoint(layer, rows_done, unreadable):
         pass
 
-    @staticmethod
-    def finish(layer, description):
-        pass
+    def finish(self, layer, description, unreadable):
+        self.finished[description["layer"]] = layer
 
 
 def readable_items(batch):
@@ -166,29 +176,94 @@ def extract_activations(
     """
     store = store or InMemoryStore()
     keys = keys or {layer.label: "" for layer in layers}
-    stored: dict[str, StoredLayer] = {}
-    cache: dict[str, str] = {}
+
+    def run_missing(missing: list[ResolvedLayer], cache: dict[str, str]) -> list[str]:
+        return _extract_missing(model, data, missing, store, keys, batch_size, device, reporter, cache)
+
+    return through_store(store, data, layers, keys, reporter, run_missing)
+
+
+def through_store(store, data: LoadedDataset, layers, keys: dict[str, str], reporter, run_missing) -> Extraction:
+    """Layers from the store where complete, the rest from ``run_missing(missing, cache)`` under their locks.
+
+    After taking the locks the store is looked up again: a run this one waited for may have
+    finished some layers meanwhile. ``run_missing`` returns the unreadable images' names.
+    """
+    stored, cache = stored_hits(store, layers, keys)
+    missing = [layer for layer in layers if layer.label not in stored]
+    if missing:
+        entries = [(layer.label, keys[layer.label]) for layer in missing]
+        with store.locked(entries, on_wait=_say_waiting(reporter)):
+            waited, waited_cache = stored_hits(store, missing, keys)
+            stored.update(waited)
+            cache.update(waited_cache)
+            missing = [layer for layer in missing if layer.label not in stored]
+            if missing:
+                unreadable = run_missing(missing, cache)
+                for layer in missing:
+                    stored[layer.label] = store.complete(layer.label, keys[layer.label], verify=False)
+                return Extraction.from_store(stored, layers, cache, unreadable)
+    return from_hits(data, stored, layers, cache)
+
+
+def from_hits(data: LoadedDataset, stored: dict[str, StoredLayer], layers, cache: dict[str, str]) -> Extraction:
+    """The extraction of layers all found complete in the store, with the unreadable images it recorded."""
+    unreadable = list(stored[layers[0].label].record.get("unreadable", []))
+    honour_unreadable_policy(data, unreadable)
+    return Extraction.from_store(stored, layers, cache, unreadable)
+
+
+def stored_hits(store, layers: list[ResolvedLayer], keys: dict[str, str]) -> tuple[dict[str, StoredLayer], dict[str, str]]:
+    """The layers complete (and intact) in the store, and "hit" for each of them."""
+    stored = {}
     for layer in layers:
         hit = store.complete(layer.label, keys[layer.label])
         if hit is not None:
             stored[layer.label] = hit
-            cache[layer.label] = "hit"
-    missing = [layer for layer in layers if layer.label not in stored]
-    unreadable: list[str] = []
-    if missing:
-        start = min(store.resumable_rows(layer.label, keys[layer.label]) for layer in missing)
-        writing = {layer.label: store.reopen(layer.label, keys[layer.label]) for layer in missing} if start else {}
-        for layer in missing:
-            cache[layer.label] = f"resumed at image {start}" if start else "miss"
-        unreadable = _run_model(model, data, missing, start, writing, store, keys, batch_size, device, reporter)
-        for layer in missing:
-            store.finish(writing[layer.label], {"layer": layer.label, "module": layer.module_name})
-        stored.update(writing)
-    return Extraction.from_store(stored, layers, cache, unreadable)
+    return stored, {label: "hit" for label in stored}
 
 
-def _run_model(model, data, layers, start, writing, store, keys, batch_size, device, reporter, stop=None) -> list[str]:
-    """Images ``start`` to ``stop`` (default: the end) through the model into ``writing``; returns unreadable names."""
+def honour_unreadable_policy(data: LoadedDataset, unreadable: list[str]) -> None:
+    """A cached extraction that skipped images fails a run whose data set says ``on_unreadable: fail``."""
+    if unreadable and data.on_unreadable != "skip":
+        raise UserInputError(
+            f"Image {unreadable[0]} could not be read ({len(unreadable)} unreadable images were skipped when these "
+            "activations were stored). Fix or remove it, or set `on_unreadable: skip` in the data set to skip "
+            "unreadable images."
+        )
+
+
+def _say_waiting(reporter: Reporter | None):
+    def say(message: str) -> None:
+        warnings.warn(f"Activation store: {message}.", StoreWarning, stacklevel=4)
+        if reporter is not None:
+            reporter.say(message)
+
+    return say
+
+
+def _extract_missing(model, data, missing, store, keys, batch_size, device, reporter, cache) -> list[str]:
+    """Run the model for the missing layers (resuming where possible) and finish them in the store."""
+    start = min(store.resumable_rows(layer.label, keys[layer.label]) for layer in missing)
+    writing = {layer.label: store.reopen(layer.label, keys[layer.label]) for layer in missing} if start else {}
+    resumed = store.resumed_unreadable(missing[0].label, keys[missing[0].label]) if start else []
+    for layer in missing:
+        cache[layer.label] = f"resumed at image {start}" if start else "miss"
+    unreadable = resumed + _run_model(
+        model, data, missing, start, writing, store, keys, batch_size, device, reporter, resumed=resumed
+    )
+    for layer in missing:
+        store.finish(writing[layer.label], {"layer": layer.label, "module": layer.module_name}, unreadable)
+    return unreadable
+
+
+def _run_model(
+    model, data, layers, start, writing, store, keys, batch_size, device, reporter, stop=None, resumed=()
+) -> list[str]:
+    """Images ``start`` to ``stop`` (default: the end) through the model into ``writing``; returns unreadable names.
+
+    ``resumed``: the unreadable names before ``start``, recorded again with each checkpoint.
+    """
     modules = dict(model.module.named_modules())
     captured: dict[str, torch.Tensor] = {}
     handles = []
@@ -217,6 +292,7 @@ def _run_model(model, data, layers, start, writing, store, keys, batch_size, dev
             for batch_index, (inputs, positions) in enumerate(loader):
                 size = min(batch_size, stop - row)
                 readable = set(positions.tolist())
+                skipped = []  # joins ``unreadable`` once the batch is written, so checkpoints name only rows on disk
                 for offset in range(size):
                     if offset not in readable:
                         name = data.name_of(row + offset)
@@ -225,7 +301,7 @@ def _run_model(model, data, layers, start, writing, store, keys, batch_size, dev
                                 f"Image {name} (item {row + offset}) could not be read. Fix or remove it, "
                                 "or set `on_unreadable: skip` in the data set to skip unreadable images."
                             )
-                        unreadable.append(name)
+                        skipped.append(name)
                 if inputs is not None:
                     try:
                         output = model.forward(inputs.to(device))
@@ -254,16 +330,17 @@ def _run_model(model, data, layers, start, writing, store, keys, batch_size, dev
                         if predicted is not None:
                             target.predicted[rows] = predicted
                     captured.clear()
+                unreadable.extend(skipped)
                 row += size
                 if steps:
                     steps.advance(size)
                 if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
                     for target in writing.values():
-                        store.checkpoint(target, row)
+                        store.checkpoint(target, row, [*resumed, *unreadable])
                     last_checkpoint = time.monotonic()
     except BaseException:
         for target in writing.values():
-            store.checkpoint(target, row)
+            store.checkpoint(target, row, [*resumed, *unreadable])
         raise
     finally:
         for handle in handles:

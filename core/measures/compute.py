@@ -187,9 +187,27 @@ def measure_columns(measure: Measure, stats: LayerStats, label: str | None = Non
                 f"expected ({stats.n_units},)"
             )
         array = values.detach().cpu().numpy()
+        if kind is Column.VALUE:
+            _refuse_infinite(measure, column, array, stats)
         if kind is Column.CLASS:
             array = stats.labels.classes[array]
         elif kind is Column.FLAG:
             array = array.astype(bool)
         out[name] = array
     return out
+
+
+def _refuse_infinite(measure: Measure, column: str, array: np.ndarray, stats: LayerStats) -> None:
+    """A value column holds finite numbers or NaN; +-inf fails the measure (on this layer only).
+
+    Units with non-finite activations are exempt: every column of theirs is blanked to NaN anyway.
+    """
+    if array.dtype.kind != "f":
+        return
+    infinite = np.isinf(array) & stats.finite_units.cpu().numpy()
+    if infinite.any():
+        raise ValueError(
+            f"measure {measure.name!r} column {column!r} is infinite for {int(infinite.sum())} of "
+            f"{len(array)} units with finite activations; a value column must hold finite numbers "
+            "(NaN where a unit has no value)"
+        )

@@ -12,18 +12,57 @@ import numpy as np
 import yaml
 
 from selectivity_eval.core.measures.base import Column, Role
+from selectivity_eval.core.outputs import atomic
 from selectivity_eval.schemas.spec import RunSpec
 
 LayerResults = dict[str, np.ndarray]
 
 
+NON_FINITE_KEY = "non_finite_as_null"
+
+
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    atomic.write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False, default=str) + "\n")
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN or infinite number as null, so the file stays valid JSON.
+
+    numpy scalars and arrays become plain numbers and lists. A mapping that held non-finite
+    numbers (in its values or in lists among them) gets ``non_finite_as_null``, how many there
+    were, so a null that was NaN or infinity is never mistaken for a value that was never there.
+    """
+    if isinstance(data, dict):
+        cleaned: dict[Any, Any] = {}
+        count = 0
+        for key, value in data.items():
+            cleaned[key], replaced = _json_value(value)
+            count += replaced
+        if count:
+            cleaned[NON_FINITE_KEY] = cleaned.get(NON_FINITE_KEY, 0) + count
+        return cleaned
+    return _json_value(data)[0]
+
+
+def _json_value(value: Any) -> tuple[Any, int]:
+    """A value made JSON-safe, and how many non-finite numbers it held outside nested mappings."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return (value, 0) if math.isfinite(value) else (None, 1)
+    if isinstance(value, dict):
+        return json_safe(value), 0
+    if isinstance(value, (list, tuple)):
+        items = [_json_value(item) for item in value]
+        return [item for item, _ in items], sum(count for _, count in items)
+    return value, 0
 
 
 def write_resolved_spec(path: Path, spec: RunSpec) -> None:
     data = spec.model_dump(mode="json", exclude_none=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    atomic.write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def csv_cell(value: Any, missing: str = "nan") -> str:
@@ -42,7 +81,7 @@ def write_units_csv(path: Path, results: dict[str, LayerResults]) -> None:
     columns: list[str] = []
     for layer_results in results.values():
         columns.extend(c for c in layer_results if c not in columns)
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic.atomic_file(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["layer", "unit", *columns])
         for layer, layer_results in results.items():
@@ -65,14 +104,26 @@ def read_units_csv(path: Path) -> dict[str, dict[str, list[str]]]:
 
 
 def _finite_or_none(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+    return float(value) if math.isfinite(value) else None
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    """Cells with no value: NaN in a float column, None or NaN in an object column."""
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, float) and math.isnan(v)) for v in values], dtype=bool)
+    return np.zeros(values.shape, dtype=bool)
 
 
 def summarise_layer(
     results: LayerResults, kinds: dict[str, Column], roles: dict[str, Role] | None = None
 ) -> dict[str, Any]:
     """Per column: its kind and role; mean, median, max and NaN count (class columns: distinct and
-    most common class). A column no measure declares (chance levels, say) is a detail value column."""
+    most common class). A column no measure declares (chance levels, say) is a detail value column.
+
+    NaN (a unit with non-finite activations) is no class: class columns count it apart.
+    """
     summary: dict[str, Any] = {"n_units": 0, "columns": {}}
     roles = roles or {}
     for column, values in results.items():
@@ -81,11 +132,16 @@ def summarise_layer(
         role = roles.get(column, kind.default_role if column in kinds else Role.DETAIL)
         described = {"kind": kind.value, "role": role.value}
         if kind is Column.CLASS:
-            classes, counts = np.unique(values, return_counts=True)
+            missing = _missing(values)
+            present = values[~missing]
+            if present.dtype.kind == "O" and present.size:
+                present = np.array(present.tolist())  # back to the labels' own dtype for np.unique
+            classes, counts = np.unique(present, return_counts=True)
             summary["columns"][column] = {
                 **described,
                 "n_distinct": int(len(classes)),
                 "most_common": classes[np.argmax(counts)].item() if len(classes) else None,
+                "nan_count": int(missing.sum()),
             }
             continue
         numbers = values.astype(np.float64)

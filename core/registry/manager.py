@@ -60,6 +60,13 @@ class Origin:
     plugin: str
     distribution: str
     version: str
+    entry_point: str = ""
+
+    def describe(self) -> str:
+        """``'name' (entry point 'name = module', distribution 'dist' 1.0)``, for messages."""
+        where = f"entry point {self.entry_point!r}, " if self.entry_point else ""
+        version = f" {self.version}" if self.version else ""
+        return f"{self.plugin!r} ({where}distribution {self.distribution!r}{version})"
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class Registry:
             raise UserInputError(
                 f"Unknown {kind} plugin {name!r}. Registered {kind} plugins: {known}. "
                 "Run `selectivity-eval plugins` to list every plugin and where it comes from."
+                + _why_plugins_may_be_missing()
             ) from None
 
     def get(self, kind: str, name: str) -> type[Plugin]:
@@ -101,6 +109,7 @@ class Registry:
 
 _manager: pluggy.PluginManager | None = None
 _origins: dict[str, Origin] = {}
+_disabled: dict[str, str] = {}  # a disabled plugin (as Origin.describe says it) -> why, for "unknown plugin" errors
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -123,6 +132,7 @@ def reload_plugins() -> None:
     global _manager
     _manager = None
     _origins.clear()
+    _disabled.clear()
 
 
 def _allowed_distributions() -> set[str] | None:
@@ -136,26 +146,78 @@ def _normalise(distribution: str) -> str:
     return distribution.strip().lower().replace("_", "-").replace(".", "-")
 
 
+def installed_entry_points() -> dict[str, list[str]]:
+    """Distribution name -> its entry-point names in the ``selectivity_eval`` group."""
+    installed: dict[str, list[str]] = {}
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        dist_name = entry_point.dist.name if entry_point.dist is not None else "unknown"
+        installed.setdefault(dist_name, []).append(entry_point.name)
+    return installed
+
+
+def describe_installed() -> str:
+    installed = installed_entry_points()
+    if not installed:
+        return "no distribution with selectivity_eval entry points is installed"
+    return "installed: " + "; ".join(
+        f"distribution {dist!r} (entry points {', '.join(map(repr, names))})"
+        for dist, names in sorted(installed.items())
+    )
+
+
+def _why_plugins_may_be_missing() -> str:
+    notes = []
+    value = os.environ.get(LOAD_PLUGINS_ENV)
+    if value is not None:
+        notes.append(
+            f" {LOAD_PLUGINS_ENV} is set to {value!r}, so only those distributions' plugins were loaded "
+            f"({describe_installed()})."
+        )
+    notes.extend(f" Plugin {message}" for message in _disabled.values())
+    return "".join(notes)
+
+
+def _warn_unmatched(allowed: set[str]) -> None:
+    """Names in the autoload variable that match no installed distribution: most likely a mistake."""
+    installed = {_normalise(dist) for dist in installed_entry_points()}
+    unmatched = sorted(allowed - installed)
+    if unmatched:
+        warnings.warn(
+            f"{LOAD_PLUGINS_ENV} names {', '.join(map(repr, unmatched))}, which matches no installed "
+            f"distribution with selectivity_eval plugins (it takes distribution names, not entry-point "
+            f"names); {describe_installed()}.",
+            stacklevel=3,
+        )
+
+
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
     allowed = _allowed_distributions()
+    if allowed:
+        _warn_unmatched(allowed)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         dist = entry_point.dist
         dist_name = dist.name if dist is not None else "unknown"
         if allowed is not None and _normalise(dist_name) not in allowed:
             continue
+        version = dist.version if dist else ""
+        origin = Origin(entry_point.name, dist_name, version, f"{entry_point.name} = {entry_point.value}")
         try:
             plugin = entry_point.load()
         except Exception as error:  # a broken third-party plugin must not stop the others
-            warnings.warn(
-                f"Plugin {entry_point.name!r} from distribution {dist_name!r} failed to import "
-                f"and was skipped: {type(error).__name__}: {error}",
-                stacklevel=2,
-            )
+            _disable(origin, f"it failed to import: {type(error).__name__}: {error}")
             continue
         if manager.is_registered(plugin) or manager.has_plugin(entry_point.name):
             continue
         manager.register(plugin, name=entry_point.name)
-        _origins[entry_point.name] = Origin(entry_point.name, dist_name, dist.version if dist else "")
+        _origins[entry_point.name] = origin
+
+
+def _disable(origin: Origin, why: str) -> None:
+    """Leave a broken plugin out, with a warning naming it; the other plugins still load."""
+    message = f"{origin.describe()}: {why}. It is disabled; specs and calls that do not use it are unaffected."
+    if _disabled.get(origin.describe()) != message:
+        warnings.warn(f"Plugin {message}", stacklevel=3)
+    _disabled[origin.describe()] = message
 
 
 def register_plugin(plugin: Any, name: str | None = None, distribution: str = "(runtime)", version: str = "") -> str:
@@ -189,18 +251,50 @@ def plugin_registered(plugin: Any, name: str | None = None, **origin: str) -> It
 
 
 def get_registry() -> Registry:
-    """Call every plugin's ``register_*`` hooks, one plugin at a time, so clashes name both plugins."""
+    """Call every plugin's ``register_*`` hooks, one plugin at a time, so clashes name both plugins.
+
+    A plugin whose hook raises, or registers something that is not a plugin class, is disabled
+    with a warning: none of its registrations is kept, and the other plugins are unaffected. Two
+    plugins registering one name is still an error (``PluginConflictError``): which one a spec
+    means cannot be guessed.
+    """
     manager = get_plugin_manager()
     registrations: dict[tuple[str, str], Registration] = {}
-    for kind, (hook_name, base) in KINDS.items():
-        for impl in getattr(manager.hook, hook_name).get_hookimpls():
-            origin = _origins.get(impl.plugin_name, Origin(impl.plugin_name, "(runtime)", ""))
-            register = _registrar(kind, base, origin, registrations)
-            impl.function(**{arg: register for arg in impl.argnames})
+    for plugin_name in _plugin_names(manager):
+        origin = _origins.get(plugin_name, Origin(plugin_name, "(runtime)", ""))
+        own: dict[tuple[str, str], Registration] = {}
+        try:
+            for kind, (hook_name, base) in KINDS.items():
+                for impl in getattr(manager.hook, hook_name).get_hookimpls():
+                    if impl.plugin_name == plugin_name:
+                        register = _registrar(kind, base, origin, registrations, own)
+                        impl.function(**{arg: register for arg in impl.argnames})
+        except PluginConflictError:
+            raise
+        except Exception as error:
+            _disable(origin, f"its register hook raised {type(error).__name__}: {error}")
+            continue
+        registrations.update(own)
     return Registry(list(registrations.values()))
 
 
-def _registrar(kind: str, base: type[Plugin], origin: Origin, seen: dict[tuple[str, str], Registration]):
+def _plugin_names(manager: pluggy.PluginManager) -> list[str]:
+    """Plugins with a ``register_*`` hook, in the order the hooks call them (last registered first)."""
+    names: list[str] = []
+    for hook_name, _ in KINDS.values():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            if impl.plugin_name not in names:
+                names.append(impl.plugin_name)
+    return names
+
+
+def _registrar(
+    kind: str,
+    base: type[Plugin],
+    origin: Origin,
+    seen: dict[tuple[str, str], Registration],
+    own: dict[tuple[str, str], Registration],
+):
     def register(cls: type[Plugin]) -> None:
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise SelectivityEvalError(
@@ -210,7 +304,7 @@ def _registrar(kind: str, base: type[Plugin], origin: Origin, seen: dict[tuple[s
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise SelectivityEvalError(f"Plugin {origin.plugin!r} registered {cls.__name__} without a `name`.")
-        previous = seen.get((kind, name))
+        previous = seen.get((kind, name)) or own.get((kind, name))
         if previous is not None:
             raise PluginConflictError(
                 f"Two plugins register the {kind} name {name!r}: {previous.origin.plugin!r} "
@@ -218,6 +312,6 @@ def _registrar(kind: str, base: type[Plugin], origin: Origin, seen: dict[tuple[s
                 f"(distribution {origin.distribution}). Uninstall one, or restrict loading with "
                 f"{LOAD_PLUGINS_ENV}."
             )
-        seen[(kind, name)] = Registration(kind, name, cls, origin)
+        own[(kind, name)] = Registration(kind, name, cls, origin)
 
     return register

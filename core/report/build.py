@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from selectivity_eval.core.errors import SelectivityEvalError
+from selectivity_eval.core.outputs import atomic
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.report.rating_page import PAGE_FILE, write_rating_page
 from selectivity_eval.core.report.page import render_report
@@ -102,7 +103,7 @@ def build_report(directory: Path, reporter: Reporter | None = None) -> Path:
             run, columns, overview, histograms, sheets, cards, PAGE_FILE if rating else None, ratings, note
         )
         path = directory / REPORT_FILE
-        path.write_text(html, encoding="utf-8")
+        atomic.write_text(path, html)
         steps.advance()
     return path
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from selectivity_eval.core.outputs import atomic
 from selectivity_eval.core.report.inputs import FinishedRun
 
 TILE = 72
@@ -103,7 +104,7 @@ def top_images_grid(images: list, captions: list[str], path: Path) -> Path | Non
         sheet.paste(tile, (x + (TILE - tile.width) // 2, y + (TILE - tile.height) // 2))
         draw.text((x, y + TILE + 1), caption[:14], fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    atomic.write_with(path, lambda handle: sheet.save(handle, format=Image.registered_extensions()[path.suffix.lower()]))
     return path
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.outputs import atomic
 from selectivity_eval.core.outputs.results import read_units_csv, write_json
 
 ROWS_FILE = "rows.json"
@@ -29,8 +30,9 @@ def record_rows(output_dir: Path, labels: np.ndarray, measured: np.ndarray, clas
     labels = np.asarray(labels)
     if labels.dtype == object:
         labels = labels.astype(str)
-    np.save(output_dir / "labels.npy", labels, allow_pickle=False)
-    np.save(output_dir / "measured.npy", np.asarray(measured, dtype=bool), allow_pickle=False)
+    atomic.write_with(output_dir / "labels.npy", lambda handle: np.save(handle, labels, allow_pickle=False))
+    measured = np.asarray(measured, dtype=bool)
+    atomic.write_with(output_dir / "measured.npy", lambda handle: np.save(handle, measured, allow_pickle=False))
     files = {}
     for layer, values in activations.items():
         filename = getattr(values, "filename", None)

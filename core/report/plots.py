@@ -13,6 +13,8 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from selectivity_eval.core.outputs import atomic
+
 STYLE = {
     "font.size": 8,
     "axes.titlesize": 9,
@@ -42,7 +44,7 @@ def save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
         for fmt in formats:
             path = stem.with_suffix(f".{fmt}")
             metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-            figure.savefig(path, format=fmt, metadata=metadata)
+            atomic.write_with(path, lambda handle: figure.savefig(handle, format=fmt, metadata=metadata))
             paths.append(path)
     return paths
 

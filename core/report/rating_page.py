@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selectivity_eval.core.outputs import atomic
+
 KEY_FILE = "rating_key.csv"
 PAGE_FILE = "rating.html"
 KEY_COLUMNS = ["image_id", "layer", "unit", "am_image", "page"]
@@ -34,7 +36,7 @@ def write_rating_page(run_dir: Path, am: dict[tuple[str, int], Path], seed: int)
         [image_id, layer, unit, path.relative_to(run_dir).as_posix()] for image_id, (layer, unit), path in shuffled
     ]
     page = hashlib.sha256(json.dumps(key_rows).encode()).hexdigest()[:12]
-    with (run_dir / KEY_FILE).open("w", newline="", encoding="utf-8") as handle:
+    with atomic.atomic_file(run_dir / KEY_FILE, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(KEY_COLUMNS)
         writer.writerows(row + [page] for row in key_rows)
@@ -44,7 +46,7 @@ def write_rating_page(run_dir: Path, am: dict[tuple[str, int], Path], seed: int)
     ]
     payload = json.dumps({"page": page, "images": images}).replace("</", "<\\/")
     path = run_dir / PAGE_FILE
-    path.write_text(TEMPLATE.replace("__DATA__", payload), encoding="utf-8")
+    atomic.write_text(path, TEMPLATE.replace("__DATA__", payload))
     return path
 
 

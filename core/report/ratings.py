@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from selectivity_eval.core.errors import UserInputError
+from selectivity_eval.core.outputs import atomic
 from selectivity_eval.core.outputs.results import write_json
 from selectivity_eval.core.report.rating_page import KEY_FILE
 from selectivity_eval.core.report.inputs import FinishedRun
@@ -147,7 +148,7 @@ def merge_ratings(run: FinishedRun, paths: list[Path]) -> dict[str, Any]:
         "images": images,
     }
     columns = main_columns(run.summary)
-    with (run.directory / "ratings_merged.csv").open("w", newline="", encoding="utf-8") as handle:
+    with atomic.atomic_file(run.directory / "ratings_merged.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image_id", "layer", "unit", "rating", "description", "rater", "interpretable", *columns])
         for row in rows:

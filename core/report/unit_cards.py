@@ -92,7 +92,8 @@ def build_cards(
     settings,
     steps,
 ) -> list[UnitCard]:
-    """One card per chosen unit of ``layer``, its figures written under ``out``."""
+    """One card per chosen unit of ``layer``, its figures written under ``out``; none for a unit with
+    NaN or infinite activations."""
     from selectivity_eval.core.report import plots
 
     activations = run.activations(layer)
@@ -102,6 +103,9 @@ def build_cards(
     for unit, reasons in chosen.items():
         card = UnitCard(layer, unit, reasons)
         values = np.asarray(activations[:, unit], dtype=np.float64)
+        if not np.isfinite(values).all():  # its measures are all NaN: nothing to plot or rank, no card
+            steps.advance()
+            continue
         stem = out / _safe(layer) / f"unit{unit}"
         figure = unit_jitterplot(run, layer, unit, settings.seed, activations)
         card.jitterplot = plots.save(figure, stem.with_name(stem.name + "_jitter"), settings.formats)[0]

@@ -17,6 +17,7 @@ from selectivity_eval.core.measures.chance import value_columns
 from selectivity_eval.core.measures.compute import check_distinct_columns
 from selectivity_eval.core.errors import SpecError, SpecProblem, UserInputError
 from selectivity_eval.core.registry.manager import Registry, get_registry
+from selectivity_eval.core.spec.yaml_loader import read_yaml
 from selectivity_eval.schemas.spec import AMSpec, MeasureRef, PluginRef, RunSpec
 
 Location = Sequence[str | int]
@@ -50,17 +51,11 @@ def line_of(node: yaml.Node | None, location: Location) -> int | None:
 
 
 def read_spec(path: str | Path) -> tuple[Any, yaml.Node | None]:
-    """Parsed YAML (through ``safe_load``) and its node tree, for line numbers in errors."""
+    """Parsed YAML (through a ``SafeLoader``, see yaml_loader.py) and its node tree, for line numbers in errors."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"Spec file {str(path)!r} does not exist (or is not a file).")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        raise SpecError([SpecProblem("", f"not valid YAML: {error}")], source=str(path)) from None
-    return data, node
+    return read_yaml(path)
 
 
 def load_spec(path: str | Path, registry: Registry | None = None) -> RunSpec:

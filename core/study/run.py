@@ -32,7 +32,8 @@ from selectivity_eval.core.study.steps import (
     rows,
     untrained_step,
 )
-from selectivity_eval.core.sources.base import LoadedModel
+from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
+from selectivity_eval.core.sources.loading import load_dataset_source, load_model_source
 from selectivity_eval.core.statistics.layer_stats import kernel_mode
 from selectivity_eval.schemas.spec import RunSpec
 
@@ -62,6 +63,19 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def check_output_dir(path: Path) -> None:
+    """The output directory exists or can be made: no part of its path is a file (checked before any work)."""
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "is" if place == path else f"has {str(place)!r} in its path, which is"
+                raise UserInputError(
+                    f"The output directory {str(path)!r} {what} a file, not a directory. "
+                    "Choose another output (`output:` in the spec, or --output)."
+                )
+            return
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -69,8 +83,11 @@ def seed_everything(seed: int) -> None:
 
 
 def load_model(spec: RunSpec, registry: Registry) -> LoadedModel:
-    source = registry.get("model", spec.model.plugin)(spec.model.params())
-    return source.load(seed=spec.seed)
+    return load_model_source(registry, spec.model.plugin, spec.model.params(), spec.seed)
+
+
+def load_dataset(spec: RunSpec, registry: Registry, transform) -> LoadedDataset:
+    return load_dataset_source(registry, spec.dataset.plugin, spec.dataset.params(), spec.seed, transform)
 
 
 def run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Registry | None = None) -> RunResult:
@@ -86,6 +103,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     reporter = reporter or Reporter(quiet=True)
     timings: dict[str, float] = {}
     device = resolve_device(spec.device)
+    check_output_dir(Path(spec.output))
     seed_everything(spec.seed)
     started = time.perf_counter()
     model = load_model(spec, registry)
@@ -93,8 +111,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     am_method = registry.get("am", spec.am.method)(spec.am.params()) if spec.am is not None else None
     if am_method is not None:
         am_method.validate(model, layers)  # unknown layers, units out of range: before any extraction
-    dataset_source = registry.get("dataset", spec.dataset.plugin)(spec.dataset.params())
-    data = dataset_source.load(seed=spec.seed, transform=model.transform)
+    data = load_dataset(spec, registry, model.transform)
     timings["load"] = time.perf_counter() - started
     output_dir = Path(spec.output)
     output_dir.mkdir(parents=True, exist_ok=True)

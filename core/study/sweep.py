@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.markup import escape
 
 from selectivity_eval.core.errors import SelectivityEvalError, SpecError, SpecProblem
+from selectivity_eval.core.outputs import atomic
 from selectivity_eval.core.store.activation_store import content_key
 from selectivity_eval.schemas.executor import ExecutorSpec
 from selectivity_eval.schemas.spec import RunSpec
@@ -189,8 +190,8 @@ def run_sweep(sweep: SweepSpec, runs: list[SweepRun], *, reporter=None, registry
     result = SweepResult(output)
     with executor_scope(executor, reporter):  # first: a missing dask extra stops the sweep before it writes
         output.mkdir(parents=True, exist_ok=True)
-        (output / "sweep.resolved.yaml").write_text(
-            yaml.safe_dump(sweep.model_dump(mode="json", exclude_none=True), sort_keys=False), encoding="utf-8"
+        atomic.write_text(
+            output / "sweep.resolved.yaml", yaml.safe_dump(sweep.model_dump(mode="json", exclude_none=True), sort_keys=False)
         )
         for number, run in enumerate(runs, 1):
             reporter.say(f"[{number}/{len(runs)}] {escape(run.name)}")

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from selectivity_eval.core.cli.summary_table import main_columns
+from selectivity_eval.core.outputs import atomic
 
 
 def _cell(value: Any) -> str:
@@ -62,7 +63,7 @@ def summary_rows(result) -> tuple[list[str], list[dict[str, Any]]]:
 
 def write_sweep_summary(path: Path, result) -> None:
     header, rows = summary_rows(result)
-    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+    with atomic.atomic_file(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in rows:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from selectivity_eval.core.outputs import atomic
 from selectivity_eval.core.outputs.results import csv_cell
 
 AM_CSV_COLUMNS = [
@@ -48,7 +49,8 @@ def to_pil(image: torch.Tensor, min_size: int = 1):
 
 def save_png(image: torch.Tensor, path: Path, min_size: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(image, min_size).save(path)
+    picture = to_pil(image, min_size)
+    atomic.write_with(path, lambda handle: picture.save(handle, format="PNG"))
     return path
 
 
@@ -73,13 +75,13 @@ def contact_sheet(images: torch.Tensor, captions: list[str], path: Path, min_siz
         sheet.paste(tile, (x, y))
         draw.text((x, y + height + 1), caption, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    atomic.write_with(path, lambda handle: sheet.save(handle, format="PNG"))
     return path
 
 
 def write_am_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     """One row per layer and unit, in ``AM_CSV_COLUMNS``; an empty cell where a value does not exist."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic.atomic_file(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(AM_CSV_COLUMNS)
         for row in rows:

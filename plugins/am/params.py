@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from selectivity_eval.schemas.params import PluginParams
+from selectivity_eval.schemas.params import PluginParams, Seed
 
 
 class TopUnits(PluginParams):
@@ -51,7 +51,7 @@ class OptimiseParams(PluginParams):
         "auto",
         description="auto: the model transform's mean/std when it has them, else none; imagenet: ImageNet's.",
     )
-    seed: int | None = Field(None, description="Seed of every random draw; None: the run's seed.")
+    seed: Seed | None = Field(None, description="Seed of every random draw; None: the run's seed.")
     precision: Literal["float32", "bfloat16"] = Field(
         "float32",
         description="bfloat16: optimise with the network under bfloat16 autocast, about 3x faster on CPUs with "
