@@ -46,6 +46,14 @@ class LayerSpec(BaseModel):
         "max", description="Spatial reduction of a conv feature map to one value per channel."
     )
     relu: bool = Field(False, description="Take the value after the ReLU that follows the module.")
+    tokens: Literal["cls", "mean", "max", "patch_mean", "patch_max"] | None = Field(
+        None,
+        description=(
+            "Reduction of a (batch, tokens, features) output to one value per feature: cls (the class token), "
+            "mean or max over all tokens, patch_mean or patch_max over the patch tokens only (class and other "
+            "prefix tokens left out). Omitted: cls where the model has a class token, else mean."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

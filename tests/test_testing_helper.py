@@ -169,7 +169,7 @@ def test_c_an_autoloaded_plugin_can_be_registered_from_its_module(registered_plu
 
 
 def test_the_fixture_reaches_any_pytest_session_through_the_entry_point(tmp_path):
-    assert any(ep.value == "selectivity_eval.core.testing" for ep in metadata.entry_points(group="pytest11"))
+    assert any(ep.value == "selectivity_eval.testing" for ep in metadata.entry_points(group="pytest11"))
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(INNER_TESTS))
     (tmp_path / "thirdparty_copy.py").write_text(Path(thirdparty_plugin.__file__).read_text())
     env = {k: v for k, v in os.environ.items() if k != LOAD_PLUGINS_ENV}

@@ -262,8 +262,8 @@ def test_layers_command_marks_modules_that_run_twice_or_never():
     assert rows["layer1.0.relu"]["calls"] == 2 and rows["fc"]["units"] == 1000
     rows, sized = layer_rows(LoadedModel(WithSpareHead(), {"hidden": "body"}, example_input=torch.zeros(1, 3)))
     assert sized and rows == [
-        {"layer": "body", "aliases": ["hidden"], "module": "Linear", "output": [4], "units": 4, "calls": 1},
-        {"layer": "spare", "aliases": [], "module": "Linear", "output": None, "units": None, "calls": 0},
+        {"layer": "body", "aliases": ["hidden"], "module": "Linear", "output": [4], "units": 4, "reduction": "-", "calls": 1},
+        {"layer": "spare", "aliases": [], "module": "Linear", "output": None, "units": None, "reduction": None, "calls": 0},
     ]
     rows, sized = layer_rows(LoadedModel(WithSpareHead()))
     assert not sized and rows[0]["units"] is None

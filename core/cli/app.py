@@ -222,14 +222,22 @@ def parse_settings(settings: list[str]) -> dict[str, object]:
     return params
 
 
-def layer_rows(model) -> tuple[list[dict], bool]:
-    """Every module of ``model`` with its aliases, output size and unit count; and whether sizes are known.
+def layer_rows(model, chosen: list | None = None) -> tuple[list[dict], bool]:
+    """Every module of ``model`` with its aliases, output size, unit count and reduction; and whether sizes are known.
 
     Sizes come from one forward pass of ``model.example_input`` (or, failing that, zeros of the
     transform's crop size) under forward hooks. ``units`` is what a spec's layer yields: the
-    channels of a conv map (which ``pool`` reduces to one value each), the features of a linear layer.
+    channels of a conv map (which ``pool`` reduces to one value each), the features of a linear layer
+    or of a token sequence (which ``tokens`` reduces). ``chosen``: a spec's layers, whose own
+    ``pool``/``tokens`` settings are shown for the modules they name (other modules: the defaults).
+    ``reduction`` is None where the output is 3-D, undeclared, and no spec layer chooses.
     """
     import torch
+
+    from selectivity_eval.core.extraction.extract import resolve_layers
+    from selectivity_eval.core.extraction.reduce import Reduction
+
+    settings = {layer.module_name: layer for layer in resolve_layers(model, chosen or [])}
 
     aliases: dict[str, list[str]] = {}
     for alias, target in model.aliases.items():
@@ -267,13 +275,22 @@ def layer_rows(model) -> tuple[list[dict], bool]:
             continue
         entry = seen.get(name, {})
         shape = entry.get("shape")
+        setting = settings.get(name)
+        reduction = setting.reduction if setting else Reduction(name, model.layout_of(name))
+        units, described = None, None
+        if shape is not None:
+            try:
+                units, described = reduction.units(shape), reduction.describe(shape)
+            except UserInputError:
+                pass
         rows.append(
             {
                 "layer": name,
                 "aliases": aliases.get(name, []),
                 "module": type(module).__name__,
                 "output": shape,
-                "units": (shape[0] if shape else 1) if shape is not None else None,
+                "units": units,
+                "reduction": described,
                 "calls": entry.get("calls", 0),
             }
         )
@@ -307,11 +324,13 @@ def layers(
         overrides = parse_settings(settings or [])
         if model is not None and spec is not None:
             raise UserInputError("Give either a SPEC or --model PLUGIN, not both.")
+        chosen = None
         if model is not None:
             plugin, params, seed = model, overrides, 0
         else:
             checked = load_spec(spec or default_spec_path(), registry)
             plugin, params, seed = checked.model.plugin, {**checked.model.params(), **overrides}, checked.seed
+            chosen = checked.layers
         source_class = registry.get("model", plugin)
         try:
             source = source_class(params)
@@ -327,29 +346,47 @@ def layers(
             raise UserInputError(f"Invalid parameters of model plugin {plugin!r}: {'; '.join(problems)}") from None
         with plugin_step(registry, "model", plugin, "load"):
             loaded = source.load(seed=seed)
-        rows, sized = layer_rows(loaded)
+        rows, sized = layer_rows(loaded, chosen)
     if as_json:
         params = source.params.model_dump(mode="json")
         stdout.print_json(json.dumps({"model": plugin, "params": params, "layers": rows}))
         return
     described = ", ".join(f"{key}={value}" for key, value in source.params.model_dump(mode="json").items())
     table = Table(title=escape(f"Layers of {plugin}" + (f" ({described})" if described else "")))
-    for column in ("layer", "alias", "module", "output", "units"):
+    for column in ("layer", "alias", "module", "output", "units", "reduction"):
         table.add_column(column, justify="right" if column in ("output", "units") else "left", overflow="fold")
-    repeated = False
+    repeated = ambiguous = misfit = False
     for row in rows:
-        if row["output"] is not None:
+        reduction = row["reduction"] or "-"
+        if row["output"] is not None and row["units"] is None:
+            output = " x ".join(str(size) for size in row["output"])
+            undeclared = len(row["output"]) == 2
+            units, reduction = "?", "tokens or pool?" if undeclared else "not its layout"
+            ambiguous |= undeclared
+            misfit |= not undeclared
+        elif row["output"] is not None:
             output = " x ".join(str(size) for size in row["output"]) or "scalar"
             units = f"{row['units']:,}" + ("*" if row["calls"] > 1 else "")
             repeated |= row["calls"] > 1
         else:
             output = "-" if sized else "?"
             units = "not run" if sized and row["calls"] == 0 else "-"
-        table.add_row(escape(row["layer"]), escape(", ".join(row["aliases"])), row["module"], output, units)
+        table.add_row(escape(row["layer"]), escape(", ".join(row["aliases"])), row["module"], output, units, escape(reduction))
     notes = [
         "units: one per channel of a conv map (a spec's `pool` reduces each map to one value), "
-        "one per feature of a linear layer."
+        "one per feature of a linear layer or of a transformer's tokens (a spec's `tokens` reduces them: "
+        "cls, mean, max, patch_mean, patch_max). reduction: what the layer takes by default (or as the spec says)."
     ]
+    if ambiguous:
+        notes.append(
+            "tokens or pool?: a 3-D output the model does not declare; a spec layer must set `tokens` "
+            "(batch, tokens, features) or `pool` (batch, channels, length)."
+        )
+    if misfit:
+        notes.append(
+            "not its layout: the output does not have the layout the model declares for it (attention heads "
+            "split out, say); it cannot be measured as a layer."
+        )
     if repeated:
         notes.append("*: the module runs more than once per forward pass; a spec's layer keeps its last output.")
     if not sized:

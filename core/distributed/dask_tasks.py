@@ -122,9 +122,7 @@ def probe_units(job: ExtractJob) -> dict[str, int]:
 
 
 def _units(output, layer: ResolvedLayer) -> int:
-    from selectivity_eval.core.extraction.extract import reduce_output
-
-    return int(reduce_output(output, layer.pool, layer.relu).shape[1])
+    return int(layer.reduce(output).shape[1])
 
 
 def extract_shard(job: ExtractJob, index: int, start: int, stop: int, labels: list[str]) -> list[str]:

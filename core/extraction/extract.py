@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +14,32 @@ from torch.utils.data import DataLoader, Subset
 
 from selectivity_eval.core.errors import UserInputError, out_of_memory
 from selectivity_eval.core.cli.progress import Reporter
+from selectivity_eval.core.extraction.reduce import Reduction
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
+from selectivity_eval.core.sources.layout import OutputLayout
 from selectivity_eval.core.store.activation_store import ActivationStore, StoredLayer, StoreWarning
 from selectivity_eval.schemas.spec import LayerSpec
 
 
 @dataclass(frozen=True)
 class ResolvedLayer:
-    """A layer of the spec bound to the module it names."""
+    """A layer of the spec bound to the module it names, with the output layout the model declares."""
 
     label: str
     module_name: str
     pool: str
     relu: bool
+    tokens: str | None = None
+    layout: OutputLayout | None = None
+    pool_given: bool = False
+
+    @property
+    def reduction(self) -> Reduction:
+        return Reduction(self.label, self.layout, self.pool, self.tokens, self.relu, self.pool_given)
+
+    def reduce(self, output) -> torch.Tensor:
+        """(images, units) float32 values from the module's output (see core/extraction/reduce.py)."""
+        return self.reduction(output)
 
 
 def resolve_layers(model: LoadedModel, layers: list[LayerSpec]) -> list[ResolvedLayer]:
@@ -37,7 +50,17 @@ def resolve_layers(model: LoadedModel, layers: list[LayerSpec]) -> list[Resolved
         if module_name is None:
             unknown.append(f"layers[{index}].name: {layer.name!r}")
         else:
-            resolved.append(ResolvedLayer(layer.name, module_name, layer.pool, layer.relu))
+            resolved.append(
+                ResolvedLayer(
+                    layer.name,
+                    module_name,
+                    layer.pool,
+                    layer.relu,
+                    tokens=layer.tokens,
+                    layout=model.layout_of(module_name),
+                    pool_given="pool" in layer.model_fields_set,
+                )
+            )
     if unknown:
         aliases = ", ".join(f"{alias} -> {target}" for alias, target in model.aliases.items()) or "none"
         raise UserInputError(
@@ -47,24 +70,24 @@ def resolve_layers(model: LoadedModel, layers: list[LayerSpec]) -> list[Resolved
     return resolved
 
 
-def reduce_output(output, pool: str, relu: bool) -> torch.Tensor:
-    """One float32 value per unit and image from a module's output, copied so in-place ops can't alter it."""
-    if isinstance(output, (tuple, list)):
-        output = output[0]
-    values = output.detach()
-    if relu:
-        values = torch.relu(values)
-    if values.ndim >= 3:
-        spatial = tuple(range(2, values.ndim))
-        if pool == "max":
-            values = values.amax(dim=spatial)
-        elif pool == "mean":
-            values = values.mean(dim=spatial)
-        else:
-            values = values[(slice(None), slice(None), *(size // 2 for size in values.shape[2:]))]
-    elif values.ndim == 1:
-        values = values.unsqueeze(1)
-    return values.to(torch.float32, copy=True)
+def with_spec_layouts(model: LoadedModel, layers) -> LoadedModel:
+    """``model`` with the layouts its spec's ``layers`` add: a module the model does not declare, which a
+    layer reads as tokens (``tokens`` set), is a token sequence for AM too (it is read the same way)."""
+    extra = {
+        layer.module_name: OutputLayout("tokens")
+        for layer in layers
+        if layer.layout is None and layer.tokens is not None
+    }
+    return replace(model, layouts={**model.layouts, **extra}) if extra else model
+
+
+def reduce_output(output, pool: str, relu: bool, *, tokens: str | None = None, layout: OutputLayout | None = None) -> torch.Tensor:
+    """One float32 value per unit and image from a module's output: ``Reduction`` for a bare output.
+
+    With no ``layout`` a 3-D output is read as a (batch, channels, length) map (as ``pool`` given)
+    unless ``tokens`` says it is (batch, tokens, features).
+    """
+    return Reduction("output", layout, pool, tokens, relu, pool_given=True)(output)
 
 
 @dataclass
@@ -247,7 +270,7 @@ def _run_model(
     for layer in layers:
 
         def hook(_module, _inputs, output, layer=layer):
-            captured[layer.label] = reduce_output(output, layer.pool, layer.relu)
+            captured[layer.label] = layer.reduce(output)
 
         handles.append(modules[layer.module_name].register_forward_hook(hook))
     n_images = len(data)
@@ -293,6 +316,12 @@ def _run_model(
                     rows = (row + positions).numpy()
                     predicted = _top1(output)
                     for label, values in captured.items():
+                        if values.shape[0] != len(positions):
+                            raise UserInputError(
+                                f"Layer {label!r} gives {values.shape[0]} rows for a batch of {len(positions)} images: "
+                                "the module runs on parts of images (attention windows, say), not whole images. "
+                                "Measure the block around it instead."
+                            )
                         if label not in writing:
                             writing[label] = store.create(label, keys[label], n_images, values.shape[1])
                         target = writing[label]

@@ -41,6 +41,7 @@ BUILTIN_MODULES = (
     "selectivity_eval.plugins.models.digits_cnn",
     "selectivity_eval.plugins.models.rnn_localist",
     "selectivity_eval.plugins.models.torchvision_models",
+    "selectivity_eval.plugins.models.timm_models",
     "selectivity_eval.plugins.am.gradient_ascent",
 )
 

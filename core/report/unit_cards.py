@@ -102,12 +102,8 @@ def build_cards(
     from selectivity_eval.core.report import plots
 
     activations = run.activations(layer)
-    labels = run.labels[run.measured]
     rows_of_measured = np.flatnonzero(run.measured)
-    classes = np.unique(labels)
-    class_ids = np.searchsorted(classes, labels)
-    names = [run.class_name(c) for c in classes]
-    layer_index = run.layers.index(layer)
+    class_ids, names = measured_classes(run)
     cards = []
     for unit, reasons in chosen.items():
         card = UnitCard(layer, unit, reasons)
@@ -116,10 +112,7 @@ def build_cards(
             steps.advance()
             continue
         stem = out / _safe(layer) / f"unit{unit}"
-        figure = plots.jitterplot(
-            values, class_ids, names, title=f"{layer}, unit {unit}",
-            seed=hash_seed(settings.seed, layer_index, unit), top_n=precision_top_ns(run),
-        )
+        figure = unit_jitterplot(run, layer, unit, settings.seed, activations)
         card.jitterplot = plots.save(figure, stem.with_name(stem.name + "_jitter"), settings.formats)[0]
         if settings.top_images and images is not None and images.items is not None:
             top = top_rows(values, settings.top_images)
@@ -158,6 +151,26 @@ def unit_notes(columns: dict, unit: int) -> list[str]:
 
 def _true(values, unit: int) -> bool:
     return values is not None and bool(values[unit])
+
+
+def measured_classes(run: FinishedRun) -> tuple[np.ndarray, list[str]]:
+    """Each measured image's class index (in sorted label order), and the classes' names."""
+    labels = run.labels[run.measured]
+    classes = np.unique(labels)
+    return np.searchsorted(classes, labels), [run.class_name(c) for c in classes]
+
+
+def unit_jitterplot(run: FinishedRun, layer: str, unit: int, seed: int, activations=None):
+    """The jitterplot of a unit's activations by class, as its card shows it (``plots.jitterplot``)."""
+    from selectivity_eval.core.report import plots
+
+    activations = run.activations(layer) if activations is None else activations
+    class_ids, names = measured_classes(run)
+    values = np.asarray(activations[:, unit], dtype=np.float64)
+    return plots.jitterplot(
+        values, class_ids, names, title=f"{layer}, unit {unit}",
+        seed=hash_seed(seed, run.layers.index(layer), unit), top_n=precision_top_ns(run),
+    )
 
 
 def hash_seed(seed: int, layer_index: int, unit: int) -> list[int]:

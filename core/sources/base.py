@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from selectivity_eval.core.errors import out_of_memory
 from selectivity_eval.core.registry.plugin_base import Plugin
+from selectivity_eval.core.sources.layout import OutputLayout, declared_layout
 
 
 TF32_SETTINGS = (
@@ -51,7 +52,10 @@ class LoadedModel:
     ``identity`` says exactly which weights these are (e.g. a sha256), for run.json and caching;
     ``example_input`` is an optional batch (usually of one) of the network's input, e.g. zeros of
     shape (1, 3, 224, 224): one forward pass of it gives every module's output size
-    (``selectivity-eval layers``).
+    (``selectivity-eval layers``);
+    ``layouts`` declares how outputs are laid out, module name prefix -> ``OutputLayout`` (``""``:
+    every module), e.g. ``{"encoder": tokens(1, class_token=True)}`` for a ViT whose encoder gives
+    (batch, tokens, features); undeclared outputs are channels-first (see core/sources/layout.py).
     """
 
     module: torch.nn.Module
@@ -61,6 +65,7 @@ class LoadedModel:
     identity: dict[str, Any] = field(default_factory=dict)
     example_input: torch.Tensor | None = None
     channels_last: bool = field(default=True, compare=False)
+    layouts: dict[str, OutputLayout] = field(default_factory=dict)
 
     def forward(self, inputs: torch.Tensor):
         """The network's output for a batch, images fed channels-last when the network takes them.
@@ -103,6 +108,10 @@ class LoadedModel:
         target = self.aliases.get(name, name)
         modules = dict(self.module.named_modules())
         return target if target and target in modules else None
+
+    def layout_of(self, module_name: str) -> OutputLayout | None:
+        """The declared layout of a module's output; None when the model declares none for it."""
+        return declared_layout(self.layouts, module_name, dict(self.module.named_modules()).get(module_name))
 
     def layer_names(self) -> list[str]:
         return [name for name, _ in self.module.named_modules() if name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise UserInputError(f"Weights file {str(path)!r} (model.weights) does not exist.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        detail = f" ({found[0].rstrip('.')})" if found else ""
+        raise UserInputError(
+            f"Weights file {str(path)!r} is refused: it holds pickled Python objects besides tensors, and loading "
+            f"them could run code from the file{detail}. Save the weights alone, with "
+            "torch.save(model.state_dict(), path) or as a .safetensors file, and give that file."
+        ) from None
     except Exception as error:
         raise UserInputError(f"Weights file {str(path)!r} could not be loaded as a state dict: {error}") from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):

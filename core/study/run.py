@@ -52,6 +52,7 @@ class RunResult:
     ``results[layer][column]`` holds one value per unit (as units.csv has them); ``summary`` is
     summary.json's content; ``failures`` lists measures that failed on a layer (the rest was
     written); ``report`` is report.html's path, or None when the spec turned the report off.
+    ``tables()`` gives the run as pandas tables, as ``se.load_run(output_dir)`` does.
     """
 
     output_dir: Path
@@ -60,6 +61,12 @@ class RunResult:
     failures: list[MeasureFailureRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
+
+    def tables(self):
+        """The run's outputs as pandas DataFrames: ``se.load_run`` on the output folder."""
+        from selectivity_eval.core.outputs.tables import load_run
+
+        return load_run(self.output_dir)
 
 
 def resolve_device(requested: str) -> torch.device:

@@ -31,7 +31,7 @@ def layer_key(spec: RunSpec, model: LoadedModel, data: LoadedDataset, layer: Res
             "model": {"plugin": spec.model.plugin, "params": spec.model.params(), "identity": model.identity},
             "preprocessing": repr(model.transform),
             "dataset": {"plugin": spec.dataset.plugin, "params": dataset_params, "identity": data.identity},
-            "layer": {"module": layer.module_name, "pool": layer.pool, "relu": layer.relu},
+            "layer": {"module": layer.module_name, "pool": layer.pool, "relu": layer.relu, **layer.reduction.key()},
         }
     )
 

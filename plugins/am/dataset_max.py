@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from selectivity_eval.core.extraction.extract import reduce_output
+from selectivity_eval.core.extraction.reduce import am_reduction
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.plugins.am.engine import StopForward, prepared
@@ -38,10 +38,12 @@ def dataset_maxima(
     captured: dict[str, torch.Tensor] = {}
 
     def hook_for(label):
+        reduction = am_reduction(label, model.layout_of(module_names[label]), objective)
+
         def hook(_module, _inputs, output):
             if label in captured:
                 return
-            captured[label] = reduce_output(output, objective, False)
+            captured[label] = reduction(output)
             if len(captured) == len(module_names):
                 raise StopForward
 

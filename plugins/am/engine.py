@@ -1,7 +1,8 @@
 """Gradient ascent on the input for many units at once, each image of a batch tied to its own unit.
 
 The objective of image ``b`` is ``out[b, unit_b]`` of the hooked module's own output (before any
-ReLU that follows it; a conv channel at the centre of its map or its mean), and the loss of a
+ReLU that follows it; a conv channel at the centre of its map or its mean; a transformer feature at
+the class token or its mean over tokens, by the layout the model declares), and the loss of a
 batch is minus the sum over its images. Nothing couples the images: the model runs in eval mode,
 Adam works element by element, and every random draw (initial image, transforms) comes from a
 generator seeded per unit. So a unit's image is the same, up to float rounding, alone or in any batch.
@@ -21,7 +22,9 @@ import torch
 
 from selectivity_eval.core.errors import UserInputError, out_of_memory
 from selectivity_eval.core.cli.progress import Steps
+from selectivity_eval.core.extraction.reduce import am_reduction, reduce_tokens
 from selectivity_eval.core.sources.base import LoadedModel
+from selectivity_eval.core.sources.layout import OutputLayout
 from selectivity_eval.plugins.am.image import ImageParameters
 from selectivity_eval.plugins.am.input_space import InputSpace, input_space
 from selectivity_eval.plugins.am.params import OptimiseParams
@@ -31,22 +34,30 @@ class StopForward(Exception):
     """Raised by the objective hook to skip the layers after the one being maximised."""
 
 
-def unit_values(output: torch.Tensor, units: torch.Tensor, objective: str) -> torch.Tensor:
-    """``output[b, units[b]]``, a conv channel reduced to its centre value or its mean: shape (batch,)."""
-    picked = output[torch.arange(output.shape[0], device=output.device), units]
-    if picked.ndim > 1:
-        if objective == "center":
-            picked = picked[(slice(None), *(size // 2 for size in picked.shape[1:]))]
-        else:
-            picked = picked.flatten(1).mean(1)
-    return picked
+def unit_values(output: torch.Tensor, units: torch.Tensor, objective: str, layout: OutputLayout | None = None) -> torch.Tensor:
+    """``output[b, units[b]]`` reduced as ``am_reduction`` says (a conv channel at its centre or its
+    mean; a token feature at the class token or its mean over tokens): shape (batch,)."""
+    rows = torch.arange(output.shape[0], device=output.device)
+    if output.ndim < 3:
+        return output[rows, units]
+    reduction = am_reduction("objective", layout, objective)
+    kind = reduction.layout_for(output.ndim)
+    if kind.kind == "tokens":
+        picked = output[rows, :, units]
+        return reduce_tokens(picked.unsqueeze(-1), reduction.tokens, kind.prefix_tokens or 0).squeeze(-1)
+    if kind.kind == "channels_last":
+        output = output.movedim(-1, 1)
+    picked = output[rows, units]
+    if objective == "mean":
+        return picked.flatten(1).mean(1)
+    return picked[(slice(None), *(size // 2 for size in picked.shape[1:]))]
 
 
 class Objective:
     """A forward hook that takes each image's unit from the module's first output in a pass."""
 
-    def __init__(self, module: torch.nn.Module, units: torch.Tensor, objective: str, stop: bool):
-        self.module, self.units, self.objective, self.stop = module, units, objective, stop
+    def __init__(self, module: torch.nn.Module, units: torch.Tensor, objective: str, stop: bool, layout=None):
+        self.module, self.units, self.objective, self.stop, self.layout = module, units, objective, stop, layout
         self.value: torch.Tensor | None = None
 
     def _hook(self, _module, _inputs, output):
@@ -54,7 +65,7 @@ class Objective:
             return
         if isinstance(output, (tuple, list)):
             output = output[0]
-        self.value = unit_values(output, self.units, self.objective)
+        self.value = unit_values(output, self.units, self.objective, self.layout)
         if self.stop:
             raise StopForward
 
@@ -139,7 +150,8 @@ def optimise_batch(
     image = ImageParameters(params.parameterisation, initial, space.channels, space.size, params.decorrelate)
     affine = RandomAffine(generators, params.steps, space.size, params.jitter, tuple(params.scale), params.rotate, device)
     optimiser = torch.optim.Adam(image.parameters(), lr=params.lr, fused=device.type in FUSED_ADAM_DEVICES)
-    objective = Objective(target, torch.tensor(units, device=device), params.objective, stop=True)
+    layout = model.layout_of(module_name)
+    objective = Objective(target, torch.tensor(units, device=device), params.objective, stop=True, layout=layout)
     done = 0
     try:
         with objective.attached():
@@ -161,7 +173,7 @@ def optimise_batch(
                     steps_bar.advance(len(units))
                 done += 1
         final = image.images().detach()
-        return evaluate(model, target, final, units, space, params.objective, device)
+        return evaluate(model, target, final, units, space, params.objective, device, layout)
     except RuntimeError as error:
         if steps_bar is not None and out_of_memory(error):
             steps_bar.advance(-len(units) * done)
@@ -169,9 +181,9 @@ def optimise_batch(
 
 
 @torch.inference_mode()
-def evaluate(model, target, images, units, space, objective_kind, device) -> BatchResult:
+def evaluate(model, target, images, units, space, objective_kind, device, layout=None) -> BatchResult:
     """The units' values and the network's top-1 class for clean images (one full float32 forward pass)."""
-    objective = Objective(target, torch.tensor(units, device=device), objective_kind, stop=False)
+    objective = Objective(target, torch.tensor(units, device=device), objective_kind, stop=False, layout=layout)
     with objective.attached():
         values, output = objective(model, space.to_model(images.to(device)))
     if isinstance(output, (tuple, list)):

@@ -9,7 +9,7 @@ for the image. The optimisation itself is in ``am_engine``; see docs/am.md.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,8 @@ from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedModel
 from selectivity_eval.plugins.am.dataset_max import dataset_maxima
+from selectivity_eval.core.extraction.extract import with_spec_layouts
+from selectivity_eval.core.extraction.reduce import am_reduction
 from selectivity_eval.plugins.am.engine import layer_outputs, optimise_units
 from selectivity_eval.plugins.am.input_space import InputSpace, input_space
 from selectivity_eval.plugins.am.outputs import contact_sheet, save_png, write_am_csv
@@ -33,7 +35,8 @@ class LayerPlan:
     label: str
     module_name: str
     n_units: int
-    spatial: bool  # the output has spatial dimensions (a conv map)
+    spatial: bool  # the output has more than one value per unit (a conv map, a token sequence)
+    shape: tuple[int, ...] = ()  # the output's shape without the batch
 
 
 class GradientAscent(AMMethod):
@@ -43,7 +46,7 @@ class GradientAscent(AMMethod):
     Params = GradientAscentParams
 
     def validate(self, model: LoadedModel, layers) -> None:
-        self._plan(model, {layer.label: layer.module_name for layer in layers})
+        self._plan(with_spec_layouts(model, layers), {layer.label: layer.module_name for layer in layers})
 
     def _plan(self, model: LoadedModel, layers: dict[str, str]) -> tuple[InputSpace, list[LayerPlan]]:
         p = self.params
@@ -58,8 +61,8 @@ class GradientAscent(AMMethod):
         plans = []
         for label in dict.fromkeys(chosen):
             shape = shapes[layers[label]]
-            n_units = shape[0] if shape else 1
-            plans.append(LayerPlan(label, layers[label], n_units, len(shape) > 1))
+            n_units = am_reduction(label, model.layout_of(layers[label]), p.objective).units(shape)
+            plans.append(LayerPlan(label, layers[label], n_units, len(shape) > 1, tuple(shape)))
             if isinstance(p.units, list):
                 for index, unit in enumerate(p.units):
                     if unit >= n_units:
@@ -90,6 +93,7 @@ class GradientAscent(AMMethod):
         p = self.params
         reporter = context.reporter or Reporter(quiet=True)
         seed = context.seed if p.seed is None else p.seed
+        context = replace(context, model=with_spec_layouts(context.model, context.layer_settings.values()))
         space, plans = self._plan(context.model, context.layers)
         chosen = {plan.label: self.select_units(plan, context.results.get(plan.label, {})) for plan in plans}
         maxima = self._data_maxima(context, plans, reporter)
@@ -109,13 +113,18 @@ class GradientAscent(AMMethod):
         written.append(write_am_csv(context.output_dir / "am.csv", rows))
         return written
 
+    def _same_reduction(self, context: AMContext, plan: LayerPlan, setting) -> bool:
+        """Whether the measured activations are the AM objective's own reduction of the layer."""
+        objective = am_reduction(plan.label, context.model.layout_of(plan.module_name), self.params.objective)
+        return setting.reduction.describe(plan.shape) == objective.describe(plan.shape)
+
     def _data_maxima(self, context: AMContext, plans: list[LayerPlan], reporter: Reporter) -> dict[str, np.ndarray]:
         """Per layer, the units' highest objective value on the data set: the measured activations
         when they are that same value (no ReLU, and the same reduction or no map), else one more pass."""
         maxima, missing = {}, {}
         for plan in plans:
             setting = context.layer_settings.get(plan.label)
-            same = setting is not None and not setting.relu and (not plan.spatial or setting.pool == self.params.objective)
+            same = setting is not None and not setting.relu and (not plan.spatial or self._same_reduction(context, plan, setting))
             if same and plan.label in context.activations:
                 values = np.asarray(context.activations[plan.label], dtype=np.float64)
                 maxima[plan.label] = np.where(np.isnan(values), -np.inf, values).max(0, initial=-np.inf)

@@ -11,6 +11,7 @@ import torch
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedModel
+from selectivity_eval.core.extraction.reduce import am_reduction
 from selectivity_eval.plugins.am.engine import layer_outputs, model_device, optimise_units
 from selectivity_eval.plugins.am.input_space import input_space
 from selectivity_eval.plugins.am.params import OptimiseParams
@@ -64,7 +65,7 @@ def maximise(
     device = torch.device(device) if device is not None else model_device(loaded.module)
     space = input_space(loaded, settings)
     shape = layer_outputs(loaded, [module_name], space)[module_name]
-    n_units = shape[0] if shape else 1
+    n_units = am_reduction(layer, loaded.layout_of(module_name), settings.objective).units(shape)
     for index, unit in enumerate(units):
         if not 0 <= unit < n_units:
             raise UserInputError(f"units[{index}]: unit {unit} is out of range; layer {layer!r} has {n_units} units.")

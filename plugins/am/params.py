@@ -39,8 +39,13 @@ class OptimiseParams(PluginParams):
     tv: float = Field(0.0, ge=0, description="Weight of the total variation: mean absolute neighbour difference.")
     blur_every: int = Field(0, ge=0, description="Gaussian blur every this many steps (0: never; Yosinski et al. 2015).")
     blur_sigma: float = Field(0.5, gt=0, description="Standard deviation of that blur, in pixels.")
-    objective: Literal["center", "mean"] = Field(
-        "center", description="For a conv channel: its value at the centre of the map, or the map's mean."
+    objective: Literal["center", "mean", "cls"] = Field(
+        "center",
+        description=(
+            "For a conv channel: its value at the centre of the map (center, cls), or the map's mean (mean). "
+            "For a transformer feature (batch, tokens, features): its value at the class token (cls; center "
+            "too where the model has a class token, else the mean), or its mean over all tokens (mean)."
+        ),
     )
     normalise: Literal["auto", "none", "imagenet"] = Field(
         "auto",

@@ -23,6 +23,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.sources.base import LoadedModel, ModelSource
+from selectivity_eval.core.sources.images import as_rgb
+from selectivity_eval.core.sources.layout import CHANNELS_LAST, OutputLayout, tokens
 from selectivity_eval.core.sources.weights import file_sha256, load_state_dict
 from selectivity_eval.schemas.params import PluginParams
 
@@ -39,6 +41,16 @@ ALEXNET_ALIASES = {
     "fc8": "classifier.6",
 }
 ALIASES = {"alexnet": ALEXNET_ALIASES}
+
+
+def layouts_of(arch: str) -> dict[str, OutputLayout]:
+    """ViT's encoder gives (batch, 1 + patches, features) with the class token first; Swin keeps its
+    maps (batch, height, width, channels) up to its final norm (its patch-embedding conv is channels-first)."""
+    if arch.startswith("vit_"):
+        return {"encoder": tokens(1, class_token=True)}
+    if arch.startswith("swin_"):
+        return {"features": CHANNELS_LAST, "norm": CHANNELS_LAST}
+    return {}
 
 # torch.hub's rule: a file name "<name>-<hex>.<ext>" promises a sha256 starting with <hex>.
 HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
@@ -190,15 +202,7 @@ class ImageNetInput:
         self.crop_size = int(self.preset.crop_size[0])
 
     def __call__(self, image: Any) -> torch.Tensor:
-        from PIL import Image
-
-        if not isinstance(image, (Image.Image, torch.Tensor)):
-            import numpy as np
-
-            image = Image.fromarray(np.asarray(image))
-        if isinstance(image, Image.Image) and image.mode != "RGB":
-            image = image.convert("RGB")
-        return self.preset(image)
+        return self.preset(as_rgb(image))
 
     def __repr__(self) -> str:
         return f"ImageNetInput({self.weights}.transforms() = {self.preset!r})"
@@ -284,6 +288,7 @@ class TorchvisionSource(ModelSource):
             class_names=list(preprocessing.meta["categories"]),
             identity=identity,
             example_input=torch.zeros(1, 3, transform.crop_size, transform.crop_size),
+            layouts=layouts_of(arch),
         )
 
     @staticmethod

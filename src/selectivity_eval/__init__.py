@@ -49,6 +49,7 @@ __all__ = [
     "PluginParams",
     "Role",
     "RunResult",
+    "RunTables",
     "SelectivityEvalError",
     "SpecError",
     "UserInputError",
@@ -57,11 +58,26 @@ __all__ = [
     "compute_measures",
     "get_registry",
     "hookimpl",
+    "jitterplot",
     "load_dataset",
     "load_model",
+    "load_run",
     "maximise",
     "plugin_registered",
     "ranked_top_indices",
     "reload_plugins",
     "run_study",
 ]
+
+
+LAZY = {"load_run", "RunTables", "jitterplot"}
+
+
+def __getattr__(name: str):
+    """``load_run``, ``RunTables`` and ``jitterplot`` (core/outputs/tables.py), imported on first use so
+    that ``import selectivity_eval`` and the CLI do not pay for importing pandas."""
+    if name in LAZY:
+        from selectivity_eval.core.outputs import tables
+
+        return getattr(tables, name)
+    raise AttributeError(f"module 'selectivity_eval' has no attribute {name!r}")
