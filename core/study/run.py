@@ -159,7 +159,11 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
             am_method.run(context)
         timings["am"] = time.perf_counter() - started
         write_record()
+    started = time.perf_counter()
     result.report = report_after_run(output_dir, spec.report, reporter)
+    if result.report is not None:
+        timings["report"] = time.perf_counter() - started
+        write_record()
     return result
 
 
