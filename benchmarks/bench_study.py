@@ -110,7 +110,8 @@ def disk_bytes(directory: Path) -> int:
 def stage_table(run: dict, output: Path) -> dict[str, float]:
     """Print each stage's time, share, peak memory; return the timings."""
     record = json.loads((output / "run.json").read_text())
-    timings = {stage: record["timings_s"][stage] for stage in STAGES if stage in record["timings_s"]}
+    every = {**record["timings_s"], **({"report": record["report_s"]} if "report_s" in record else {})}
+    timings = {stage: every[stage] for stage in STAGES if stage in every}
     # Stages run in this order and end just before the process exits; place them back from the end.
     windows, stop = {}, run["ended"]
     for stage in reversed(list(timings)):
