@@ -11,6 +11,7 @@ stops according to ``on_unreadable``. ImageNet-1k class indices follow torchvisi
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import warnings
 from collections.abc import Callable, Sequence
