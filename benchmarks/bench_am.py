@@ -10,6 +10,15 @@ tools do. Prints units per second of each, their ratio, and how far apart the tw
 activations are (see docs/am.md on rounding across batch sizes). Each precision in ``--precisions``
 (default float32 and bfloat16, the ``precision`` parameter) is timed both ways.
 
+``--against-lucent`` times torch-lucent itself against the engine instead: the same network, layer,
+units, image size, steps, Adam learning rate, Fourier parameters with decorrelated colour,
+transforms (jitter 8 px, scale 0.9-1.1, rotate 10 degrees; Lucent draws from lists, the engine
+from ranges) and objective (a channel's mean), in float32; Lucent one unit per ``render_vis`` call
+as its users run it. It prints units per second each way and, per unit, the activation each final
+image reaches, both measured by one forward pass of the same code. Lucent is an optional extra,
+installed without its old pins: ``pip install --no-deps torch-lucent`` and
+``pip install -e .[bench-lucent]`` (what it imports: tqdm, decorator, kornia, IPython).
+
 ``--lucent-like N`` adds a third way, timed on N units: one unit at a time in a loop written as
 Lucent-style tools write it (full forward pass, weight gradients computed), same image
 parameters, transforms and steps. It shows what the engine's other savings (stopping at the layer,
@@ -66,6 +75,65 @@ def lucent_like(model, layer, units, params, device) -> float:
         handle.remove()
     network.zero_grad(set_to_none=True)
     return time.perf_counter() - started
+
+
+def reached(network, layer: str, images: torch.Tensor, units: list[int]) -> torch.Tensor:
+    """Each unit's channel mean on its own final image ([0, 1] RGB), ImageNet-normalised, float32."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    stored = {}
+    handle = dict(network.named_modules())[layer].register_forward_hook(lambda _m, _i, out: stored.update(out=out))
+    with torch.no_grad():
+        network((images.float() - mean) / std)
+    handle.remove()
+    return unit_values(stored["out"], torch.tensor(units), "mean")
+
+
+def against_lucent(network, model, layer: str, units: list[int], size: int, steps: int) -> None:
+    """torch-lucent's render_vis, one unit per call, against the engine's batch, at the same settings."""
+    import kornia
+    from kornia.geometry import transform as geometry
+
+    for name in ("get_rotation_matrix2d", "warp_affine"):  # Lucent calls these by kornia's old top-level names
+        if not hasattr(kornia, name):
+            setattr(kornia, name, getattr(geometry, name))
+    from lucent.optvis import param, render, transform
+
+    ours_params = OptimiseParams(
+        steps=steps, image_size=size, batch_size=len(units), normalise="imagenet", objective="mean", lr=0.05,
+        parameterisation="fourier", decorrelate=True, jitter=8, scale=(0.9, 1.1), rotate=10,
+    )
+    optimise_units(model, layer, units[:2], ours_params.model_copy(update={"steps": 2}), seed=0, device=torch.device("cpu"))
+    ours_time, ours = timed(model, layer, units, ours_params, torch.device("cpu"))
+    transforms = [
+        transform.jitter(8),
+        transform.random_scale([0.9 + 0.01 * i for i in range(21)]),
+        transform.random_rotate(list(range(-10, 11))),
+    ]
+    name = layer.replace(".", "_")
+    lucent_images = []
+    started = time.perf_counter()
+    for unit in units:
+        torch.manual_seed(unit)
+        final = render.render_vis(
+            network, f"{name}:{unit}", lambda: param.image(size, fft=True, decorrelate=True), transforms=transforms,
+            thresholds=(steps,), show_image=False, progress=False, fixed_image_size=size,
+        )[-1]
+        lucent_images.append(torch.from_numpy(final).permute(0, 3, 1, 2))
+    lucent_time = time.perf_counter() - started
+    network.zero_grad(set_to_none=True)
+    ours_reached = reached(network, layer, ours.images, units)
+    lucent_reached = reached(network, layer, torch.cat(lucent_images), units)
+    n = len(units)
+    print(f"  selectivity-eval, {n} units in one batch: {ours_time:8.2f} s  {n / ours_time:8.3f} units/s")
+    print(f"  torch-lucent, one unit per render_vis:  {lucent_time:8.2f} s  {n / lucent_time:8.3f} units/s")
+    print(f"  units per second, ours / Lucent's: {lucent_time / ours_time:.2f}x (target 4x)")
+    print("  activation reached (channel mean on the final image), per unit: unit, ours, Lucent's")
+    for unit, a, b in zip(units, ours_reached.tolist(), lucent_reached.tolist()):
+        print(f"    {unit:5d} {a:10.4g} {b:10.4g}{'' if a >= b else '   (Lucent higher)'}")
+    higher = int((ours_reached >= lucent_reached).sum())
+    print(f"  ours equal or higher on {higher} of {n} units; medians {ours_reached.median().item():.4g} against "
+          f"{lucent_reached.median().item():.4g}")
 
 
 def matmul_rate(dtype: torch.dtype, device: torch.device, side: int = 4096) -> float:
@@ -134,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--lucent-like", type=int, default=0, metavar="N", help="Also time a Lucent-style loop on N units (0: skip)."
     )
+    parser.add_argument(
+        "--against-lucent", action="store_true", help="Time torch-lucent against the engine instead (float32, CPU)."
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
     parser.add_argument(
         "--precisions", default="float32,bfloat16", help="Comma-separated precisions to time (default both)."
@@ -150,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
         f"AlexNet (random weights) {args.layer}, {args.units} units, {args.size} px, {args.steps} steps, "
         f"{device}, {torch.get_num_threads()} threads"
     )
+    if args.against_lucent:
+        against_lucent(network, model, args.layer, units, args.size, args.steps)
+        return
     times = {}
     for precision in args.precisions.split(","):
         batched = OptimiseParams(

@@ -23,6 +23,33 @@ def test_pooling_of_conv_maps():
     assert reduce_output(maps, "max", False).dtype == torch.float32
 
 
+def _bits(values: torch.Tensor) -> torch.Tensor:
+    return values.contiguous().view(torch.int32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_max_then_relu_is_relu_then_max_bit_for_bit(seed):
+    """reduce_output pools before rectifying (less work); on random conv maps, with signed zeros, ties,
+    all-negative channels and NaN, it gives the same bits as rectifying the whole map first."""
+    generator = torch.Generator().manual_seed(seed)
+    maps = torch.randn(8, 16, 13, 13, generator=generator)
+    maps[0, :4] = -maps[0, :4].abs()  # channels that are negative everywhere
+    maps[1, 0] = -0.0
+    maps[1, 1] = 0.0
+    maps[1, 2, ::2] = -0.0  # +0 and -0 mixed with negatives
+    maps[1, 2, 1::2] = -1.0
+    maps[2, 3, 4, 4] = float("nan")
+    maps[3, 5] = maps[3, 5].round()  # ties at the maximum
+    maps = maps.contiguous(memory_format=torch.channels_last)  # as LoadedModel.forward feeds the network
+    for pool in ("max", "center"):
+        expected = torch.relu(maps)
+        expected = expected.amax(dim=(2, 3)) if pool == "max" else expected[:, :, 6, 6]
+        assert torch.equal(_bits(reduce_output(maps, pool, True)), _bits(expected.to(torch.float32)))
+    assert torch.equal(
+        _bits(reduce_output(maps, "mean", True)), _bits(torch.relu(maps).mean(dim=(2, 3)))
+    )  # a mean still rectifies the whole map first
+
+
 class InPlaceNet(nn.Module):
     def __init__(self):
         super().__init__()

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from selectivity_eval.core.cli.app import app
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.registry.manager import get_registry
+from selectivity_eval.plugins.datasets.image_files import default_workers
 from selectivity_eval.plugins.datasets.imagefolder import ImageFolder
 
 from .image_files import COLOURS, tolerant_collate, truncated_jpeg, write_image
@@ -69,7 +70,15 @@ def test_imagefolder_labels_classes_and_items(folder):
     assert identity["n_images"] == 10 and identity["n_classes"] == 3 and identity["n_images_found"] == 10
     assert identity["classes"] == ["cat", "dog", "zebra"] and len(identity["sha256"]) == 64
     assert data.model_class_of_label is None and data.correct_only is False
-    assert data.on_unreadable == "fail" and data.num_workers == 0
+    assert data.on_unreadable == "fail" and data.num_workers == default_workers()
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 1), (3, 1), (8, 4), (16, 8), (64, 8)])
+def test_decoding_workers_default_to_half_the_cores_at_most_eight(folder, monkeypatch, cores, workers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)), raising=False)
+    assert default_workers() == workers
+    assert ImageFolder(root=str(folder)).load(seed=0).num_workers == workers
+    assert ImageFolder(root=str(folder), workers=0).load(seed=0).num_workers == 0
 
 
 def test_imagefolder_applies_the_transform_to_a_pil_image(folder):
@@ -238,5 +247,5 @@ def test_good_imagefolder_spec_validates_with_defaults(folder, write_spec, tmp_p
     result = CliRunner().invoke(app, ["validate", str(spec)])
     assert result.exit_code == 0, result.output
     resolved = load_spec(spec).dataset.params()
-    assert resolved["on_unreadable"] == "fail" and resolved["workers"] == 0 and resolved["correct_only"] is False
+    assert resolved["on_unreadable"] == "fail" and resolved["workers"] is None and resolved["correct_only"] is False
     assert ".jpeg" in resolved["extensions"] and yaml.safe_dump(resolved)

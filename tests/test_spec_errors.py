@@ -13,7 +13,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 import selectivity_eval as se

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
+import threading
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 import selectivity_eval as se
 from selectivity_eval.core.errors import UserInputError
@@ -183,3 +186,47 @@ def test_class_sums_of_squares_give_each_class_variance(monkeypatch, mode):
     for c in range(7):
         np.testing.assert_allclose(relabelled.class_variance[c].numpy(), wide[shuffled == c].var(0), rtol=1e-9)
     assert not stats.constant_units.any()
+
+
+def test_a_run_loads_the_kernels_ahead_and_shows_a_wait_that_is_left_on_a_bar(monkeypatch):
+    """prepare_kernels compiles (or loads) on a thread; kernels_ready waits for it under a progress bar."""
+    from selectivity_eval.core.cli.progress import Reporter
+    from selectivity_eval.core.statistics import kernels, layer_stats
+
+    release, warmed, shown = threading.Event(), [], []
+    monkeypatch.setattr(kernels, "warm_up", lambda: (release.wait(), warmed.append(True)))
+    monkeypatch.setattr(layer_stats, "_warming", None)
+    monkeypatch.delenv(KERNELS_VARIABLE, raising=False)
+    cpu, threshold = torch.device("cpu"), layer_stats.COMPILED_MIN_ACTIVATIONS
+    layer_stats.prepare_kernels(threshold - 1, cpu)  # auto: a chunk this small stays in torch
+    layer_stats.prepare_kernels(threshold, torch.device("meta"))  # not a CPU
+    assert layer_stats._warming is None
+    layer_stats.prepare_kernels(threshold, cpu)
+    assert layer_stats._warming.is_alive() and not warmed  # waits for `release`: still loading
+
+    reporter = Reporter(console=Console(file=io.StringIO(), force_terminal=True))
+    bar = reporter.steps
+
+    def steps(description, total):
+        shown.append(description)
+        release.set()  # the warm-up may finish once the bar is up
+        return bar(description, total)
+
+    monkeypatch.setattr(reporter, "steps", steps)
+    layer_stats.kernels_ready(reporter)
+    assert warmed == [True] and not layer_stats._warming.is_alive()
+    assert shown == ["Compiling the statistics kernels (numba, first run after an install)"]
+    layer_stats.kernels_ready(reporter)  # ready: no second bar
+    assert len(shown) == 1
+
+
+def test_the_warm_up_compiles_both_passes_for_float32(monkeypatch):
+    from selectivity_eval.core.cli.progress import Reporter
+    from selectivity_eval.core.statistics import kernels, layer_stats
+
+    monkeypatch.setattr(layer_stats, "_warming", None)
+    monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
+    layer_stats.prepare_kernels(1, torch.device("cpu"))
+    layer_stats.kernels_ready(Reporter(quiet=True))
+    for kernel in (kernels._class_pass, kernels._candidate_pass):
+        assert any(str(signature[0]).startswith("array(float32") for signature in kernel.signatures), kernel

@@ -18,7 +18,7 @@ import xxhash
 from selectivity_eval.core.extraction.extract import extract_activations
 from selectivity_eval.plugins.datasets.digits import Digits
 from selectivity_eval.plugins.models.digits_cnn import DigitsCNNSource
-from tests.store_writer import KEYS, LAYERS
+from tests.store_writer import LAYERS
 
 WRITER = Path(__file__).with_name("store_writer.py")
 PATIENCE_S = 300  # only a bound on waiting for a process that is stuck; no outcome depends on speed

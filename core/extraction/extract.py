@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.extraction.reduce import Reduction
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.core.sources.layout import OutputLayout
+from selectivity_eval.core.statistics.layer_stats import prepare_kernels
 from selectivity_eval.core.store.activation_store import ActivationStore, StoredLayer, StoreWarning
 from selectivity_eval.schemas.spec import LayerSpec
 
@@ -156,6 +158,28 @@ def readable_items(batch):
 
 
 CHECKPOINT_SECONDS = 2.0
+CHECKPOINT_VARIABLE = "SELECTIVITY_EVAL_CHECKPOINT_SECONDS"
+
+
+def checkpoint_seconds() -> float:
+    """Seconds between the extraction's checkpoints: ``SELECTIVITY_EVAL_CHECKPOINT_SECONDS``, else 2.
+
+    A checkpoint flushes the memory maps and records how many images are safely on disk, where an
+    interrupted run resumes; 0 checkpoints after every batch (the kill-and-resume tests use it to
+    know exactly where a killed run resumes).
+    """
+    text = os.environ.get(CHECKPOINT_VARIABLE)
+    if text is None:
+        return CHECKPOINT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise UserInputError(
+            f"The environment variable {CHECKPOINT_VARIABLE} is {text!r}; it must be a number of seconds, 0 or more."
+        )
+    return seconds
 
 
 def extract_activations(
@@ -287,6 +311,7 @@ def _run_model(
     unreadable: list[str] = []
     row = start
     last_checkpoint = time.monotonic()
+    interval = checkpoint_seconds()
     try:
         with torch.inference_mode():
             for batch_index, (inputs, positions) in enumerate(loader):
@@ -324,6 +349,7 @@ def _run_model(
                             )
                         if label not in writing:
                             writing[label] = store.create(label, keys[label], n_images, values.shape[1])
+                            prepare_kernels(n_images * values.shape[1], device)  # compiles while extracting
                         target = writing[label]
                         target.values[rows] = values.cpu().numpy()
                         target.readable[rows] = True
@@ -334,7 +360,7 @@ def _run_model(
                 row += size
                 if steps:
                     steps.advance(size)
-                if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
+                if time.monotonic() - last_checkpoint >= interval:
                     for target in writing.values():
                         store.checkpoint(target, row, [*resumed, *unreadable])
                     last_checkpoint = time.monotonic()

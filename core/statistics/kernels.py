@@ -239,3 +239,17 @@ def candidates_at_or_above(
         count,
     )
     return torch.from_numpy(image), torch.from_numpy(value), torch.from_numpy(count)
+
+
+def warm_up() -> None:
+    """Compile both passes for float32 activations (or load them from numba's cache) on a tiny chunk.
+
+    The first call after an install compiles for several seconds; a run calls this on a thread
+    while it extracts, so the measures find the kernels ready (``layer_stats.prepare_kernels``).
+    """
+    from selectivity_eval.core.statistics.labels import Labels
+
+    activations = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    labels = Labels.from_array(np.array([0, 0, 1, 1, 2, 2]), activations.device)
+    (maxima, _minima, _sums, _squares), runners_up = class_extremes_and_sums(activations, labels)
+    candidates_at_or_above(activations, labels, maxima, runners_up, maxima.amin(0), 4)

@@ -8,6 +8,7 @@ the same object, so a layer pays for a class maximum or a top-k ranking once, wh
 from __future__ import annotations
 
 import os
+import threading
 from functools import cached_property
 from types import ModuleType
 
@@ -58,6 +59,44 @@ def compiled_kernels(activations: torch.Tensor) -> ModuleType | None:
             raise
         return None
     return stats_kernels
+
+
+_warming: threading.Thread | None = None
+
+
+def prepare_kernels(largest_chunk: int, device: torch.device) -> None:
+    """Start loading the compiled kernels on a thread, when chunks of ``largest_chunk`` activations will use them.
+
+    Loading takes about half a second; the first time after an install numba compiles them for
+    several seconds more (then caches them). A run starts this as soon as it knows its layers'
+    sizes, so that happens while it extracts, and ``kernels_ready`` shows any wait that is left.
+    """
+    global _warming
+    mode = kernel_mode()
+    if _warming is not None or mode == "torch" or torch.device(device).type != "cpu":
+        return
+    if mode == "auto" and largest_chunk < COMPILED_MIN_ACTIVATIONS:
+        return
+
+    def warm() -> None:
+        try:
+            from selectivity_eval.core.statistics import kernels as stats_kernels
+        except ImportError:  # auto without numba: torch computes the statistics
+            return
+        stats_kernels.warm_up()
+
+    _warming = threading.Thread(target=warm, name="selectivity-eval-kernels", daemon=True)
+    _warming.start()
+
+
+def kernels_ready(reporter) -> None:
+    """Wait for ``prepare_kernels``' thread, on a progress bar of its own when it is not done yet."""
+    if _warming is None or not _warming.is_alive():
+        return
+    with reporter.live():
+        steps = reporter.steps("Compiling the statistics kernels (numba, first run after an install)", 1)
+        _warming.join()
+        steps.advance()
 
 
 ROW_BLOCK_BYTES = 4 * 2**20

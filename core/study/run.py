@@ -169,7 +169,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
 
     result = RunResult(output_dir, results, summary, failures, timings)
 
-    def write_record() -> None:
+    def write_record(**extra: Any) -> None:
         record = run_record(spec, model, data.identity, device, result, registry)
         record["images"] = {
             "in_data_set": len(data),
@@ -179,7 +179,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
             "dropped_incorrect": int((extraction.readable & ~measured).sum()),
         }
         record["activation_cache"] = extraction.cache
-        write_json(output_dir / "run.json", record)
+        write_json(output_dir / "run.json", {**record, **extra})
 
     write_record()  # before AM, so a failing AM method loses nothing already computed
     if spec.am is not None:
@@ -201,7 +201,10 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
             am_method.run(context)
         timings["am"] = time.perf_counter() - started
         write_record()
+    started = time.perf_counter()
     result.report = report_after_run(output_dir, spec.report, reporter)
+    if result.report is not None:  # apart from timings_s, which the report shows: a rebuild stays the same
+        write_record(report_s=round(time.perf_counter() - started, 4))
     return result
 
 

@@ -14,6 +14,7 @@ from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.distributed.executor import current_executor, remember_rows
 from selectivity_eval.core.extraction.extract import Extraction, ResolvedLayer, extract_activations
 from selectivity_eval.core.statistics.labels import Labels
+from selectivity_eval.core.statistics.layer_stats import kernels_ready, prepare_kernels
 from selectivity_eval.core.measures.base import Measure
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
@@ -118,6 +119,8 @@ def measure_step(
     if executor.distributed:  # chunks of units (and blocks of shufflings) as tasks on the executor's workers
         with reporter.live():
             return executor.measure(spec, activations, labels, measures, plugin_of, reporter, description)
+    prepare_kernels(max((values.size for values in activations.values()), default=0), device)
+    kernels_ready(reporter)
     out = Measured()
     with reporter.live():
         steps = reporter.steps(description, len(activations))

@@ -11,6 +11,7 @@ stops according to ``on_unreadable``. ImageNet-1k class indices follow torchvisi
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import warnings
 from collections.abc import Callable, Sequence
@@ -232,7 +233,12 @@ class ImageParams(PluginParams):
     on_unreadable: Literal["skip", "fail"] = Field(
         "fail", description="An image that cannot be read: 'skip' it (recorded in run.json) or 'fail' the run."
     )
-    workers: int = Field(0, ge=0, description="DataLoader worker processes that read and decode the images.")
+    workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader worker processes that read and decode the images; None: one per two CPU cores "
+        "this process may use, at most 8 (0, the main process, on one core).",
+    )
     max_pixels: int = Field(
         DEFAULT_MAX_PIXELS,
         ge=1,
@@ -252,6 +258,23 @@ class ImageParams(PluginParams):
         if any(not ext.strip(".") for ext in value):
             raise ValueError("an extension must not be empty")
         return list(_extensions(value))
+
+
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    """Decoding workers when a spec gives none: half the CPU cores this process may use, at most 8.
+
+    A JPEG decode and resize costs about as much CPU as AlexNet's forward pass of the image, so on
+    few cores decoding in the main process between batches leaves the network idle; half the cores
+    for decoding leaves the other half to the network's own threads.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(MAX_DEFAULT_WORKERS, cores // 2)
 
 
 def _loaded(
@@ -275,7 +298,7 @@ def _loaded(
         class_names=class_names,
         identity=identity,
         describe=dataset.describe,
-        num_workers=params.workers,
+        num_workers=default_workers() if params.workers is None else params.workers,
         on_unreadable=params.on_unreadable,
         correct_only=params.correct_only,
         model_class_of_label=model_class_of_label,
