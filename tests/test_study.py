@@ -149,7 +149,7 @@ def test_a_run_killed_mid_extraction_resumes_after_its_last_checkpoint_and_gives
     assert killed.returncode == -signal.SIGKILL
     assert not (resumed / "units.csv").exists()
     progress = [json.loads(path.read_text()) for path in (resumed / "activations").glob("*/progress.json")]
-    assert progress == [{"rows_done": block_at}] * len(PAPER_LAYERS)
+    assert [entry["rows_done"] for entry in progress] == [block_at] * len(PAPER_LAYERS)
     assert reads(gate_b, killed.pid) == list(range(block_at + 1))
 
     (gate_b / "block").unlink()
@@ -167,7 +167,8 @@ def test_the_gale2019_example_spec_validates_with_its_files_in_place(tmp_path, m
     """examples/gale2019/spec.yaml as a user runs it, with stand-ins for ImageNet and the weights file.
 
     The weights file's name promises a sha256 prefix that no stand-in can have, so the stand-in
-    (random AlexNet weights of the right shapes) gets its own name; every other line is the example's.
+    (random AlexNet weights of the right shapes) gets its own name; validate reads the data set's
+    labels, so a small generated layout stands in for ImageNet at the example's own paths.
     """
     import torch
     import torchvision
@@ -181,8 +182,10 @@ def test_the_gale2019_example_spec_validates_with_its_files_in_place(tmp_path, m
     assert [layer["name"] if isinstance(layer, dict) else layer for layer in spec["layers"]] == PAPER_LAYERS
     assert spec["am"]["layers"] == ["conv5", "fc6", "fc8"] and spec["chance"]["permutations"] == 100
     monkeypatch.chdir(tmp_path)
-    Path("imagenet/val").mkdir(parents=True)
-    Path(spec["dataset"]["devkit"], "data").mkdir(parents=True)
+    images, devkit = imagenet_val_layout(tmp_path / "generated", 20, 10, sides=(64, 96))
+    Path("imagenet").mkdir()
+    images.rename(spec["dataset"]["root"])
+    devkit.rename(spec["dataset"]["devkit"])
     Path("weights").mkdir()
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), "weights/alexnet-stand-in.pth")
     spec["model"]["weights"] = "weights/alexnet-stand-in.pth"
