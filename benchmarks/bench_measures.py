@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import selectivity_eval as se  # noqa: E402
-from selectivity_eval.core.statistics.layer_stats import KERNELS_VARIABLE  # noqa: E402
+from selectivity_eval.core.statistics.backend import KERNELS_VARIABLE  # noqa: E402
 from numpy_reference import per_unit_class_loop, per_unit_vectorised  # noqa: E402
 
 PAGE = 4096

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from selectivity_eval.core.registry.manager import reload_plugins
-from selectivity_eval.core.statistics.layer_stats import KERNELS_VARIABLE
+from selectivity_eval.core.statistics.backend import KERNELS_VARIABLE
 
 from .report_fixtures import _no_reports_unless_asked, report_run  # noqa: F401  (reports: off unless asked)
 

@@ -1,4 +1,4 @@
-"""The dask executor: the same results as in process, a worker killed mid-run, resuming, and no dask installed.
+"""The dask executor: the same results as in process, a worker killed mid-run, resuming.
 
 One LocalCluster (2 worker processes on 127.0.0.1) serves the module; specs reach it by its address.
 Its workers find the test data set plugin (``tests/dask_slow_plugin.py``) through an entry point
@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,16 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
 from selectivity_eval.core.cli.app import app
 from selectivity_eval.core.registry.manager import reload_plugins
-from selectivity_eval.schemas.spec import RunSpec
 
-from .conftest import EXAMPLE_SPEC
+from .dask_specs import digits_example, run, spec_file
 
-NO_REPORT = {"report": False} if "report" in RunSpec.model_fields else {}
 WORKER_THREADS = 1  # torch's threads in a dask worker of one thread (the nanny sets OMP_NUM_THREADS=1)
 FLOAT32_ROUNDING = 1e-5  # a few float32 ulps (6e-8 each) accumulated over a few layers
 
@@ -76,24 +72,8 @@ def cluster(plugin_on_path, tmp_path_factory):
         yield started
 
 
-def spec_file(tmp_path: Path, name: str, spec: dict) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**spec, **NO_REPORT, "output": str(tmp_path / name)}, sort_keys=False))
-    return path
-
-
-def run(path: Path, *args: str):
-    return CliRunner().invoke(app, [str(path), "-q", *args])
-
-
 def on_dask(cluster, **settings) -> dict:
     return {"executor": {"kind": "dask", "address": cluster.scheduler_address, **settings}}
-
-
-def digits_example() -> dict:
-    spec = yaml.safe_load(EXAMPLE_SPEC.read_text())
-    spec.pop("output")
-    return spec
 
 
 def stored(run_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -354,53 +334,3 @@ def test_worker_killed_mid_shard_loses_nothing(cluster, tmp_path):
 
     with Client(cluster.scheduler_address, set_as_default=False) as client:  # leave the cluster as we found it
         client.wait_for_workers(2, timeout=60)
-
-
-def test_dask_spec_without_the_extra_exits_2_with_the_install_hint(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now raises ImportError
-    monkeypatch.setitem(sys.modules, "dask", None)
-    spec = {**digits_example(), "executor": {"kind": "dask", "local_cluster": {"workers": 2}}}
-    result = CliRunner().invoke(app, [str(spec_file(tmp_path, "dask", spec))])
-    assert result.exit_code == 2, result.output
-    assert "pip install 'selectivity-eval[dask]'" in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "dask").exists()
-    checked = CliRunner().invoke(app, ["validate", str(spec_file(tmp_path, "dask", spec))])
-    assert checked.exit_code == 2 and "pip install 'selectivity-eval[dask]'" in checked.output, checked.output
-
-
-def test_the_core_runs_without_dask(tmp_path):
-    """In a fresh interpreter where dask cannot be imported, a local run works and never tries to."""
-    spec = spec_file(tmp_path, "local", {**digits_example(), "layers": ["fc2"], "executor": "local"})
-    code = (
-        "import sys; sys.modules['dask'] = None; sys.modules['distributed'] = None\n"
-        "from selectivity_eval.core.cli.app import main\n"
-        f"main([{str(spec)!r}, '-q'])\n"
-    )
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr
-    assert (tmp_path / "local" / "units.csv").is_file()
-
-
-@pytest.mark.parametrize(
-    ("executor", "expected"),
-    [
-        ({"kind": "dask"}, "exactly one of `address`"),
-        ({"kind": "dask", "address": "tcp://127.0.0.1:1", "local_cluster": {}}, "exactly one of `address`"),
-        ({"kind": "local", "local_cluster": {"workers": 2}}, "local_cluster: used only with kind: dask"),
-        ({"kind": "dask", "local_cluster": {"workers": 0}}, "executor.local_cluster.workers"),
-        ({"kind": "spark"}, "executor.kind"),
-    ],
-)
-def test_bad_executor_block_exits_2_at_its_place(tmp_path, executor, expected):
-    result = CliRunner().invoke(app, [str(spec_file(tmp_path, "bad", {**digits_example(), "executor": executor}))])
-    assert result.exit_code == 2 and expected in result.output, result.output
-
-
-def test_unreachable_scheduler_exits_2(tmp_path, monkeypatch):
-    pytest.importorskip("distributed")
-    from selectivity_eval.core.distributed import dask_executor
-
-    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1)
-    spec = {**digits_example(), "executor": {"kind": "dask", "address": "tcp://127.0.0.1:1"}}
-    result = CliRunner().invoke(app, [str(spec_file(tmp_path, "dask", spec))])
-    assert result.exit_code == 2 and "Could not use the dask scheduler at tcp://127.0.0.1:1" in result.output

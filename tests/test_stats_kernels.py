@@ -16,7 +16,8 @@ from rich.console import Console
 import selectivity_eval as se
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.statistics.labels import Labels
-from selectivity_eval.core.statistics.layer_stats import KERNELS_VARIABLE, LayerStats, compiled_kernels
+from selectivity_eval.core.statistics.backend import KERNELS_VARIABLE, compiled_kernels
+from selectivity_eval.core.statistics.layer_stats import LayerStats
 
 FOUR = ["localist", "precision", "ccmas", "topclass"]
 
@@ -111,7 +112,7 @@ def test_concurrent_threads_get_their_own_results(monkeypatch):
 def test_auto_compiles_only_large_cpu_float_chunks(monkeypatch):
     monkeypatch.delenv(KERNELS_VARIABLE, raising=False)
     assert compiled_kernels(torch.zeros(10, 10)) is None
-    monkeypatch.setattr("selectivity_eval.core.statistics.layer_stats.COMPILED_MIN_ACTIVATIONS", 100)
+    monkeypatch.setattr("selectivity_eval.core.statistics.backend.COMPILED_MIN_ACTIVATIONS", 100)
     assert compiled_kernels(torch.zeros(10, 10)) is not None
     assert compiled_kernels(torch.zeros(10, 10, dtype=torch.float64)) is not None
     assert compiled_kernels(torch.zeros(10, 10, dtype=torch.bfloat16)) is None
@@ -191,18 +192,18 @@ def test_class_sums_of_squares_give_each_class_variance(monkeypatch, mode):
 def test_a_run_loads_the_kernels_ahead_and_shows_a_wait_that_is_left_on_a_bar(monkeypatch):
     """prepare_kernels compiles (or loads) on a thread; kernels_ready waits for it under a progress bar."""
     from selectivity_eval.core.cli.progress import Reporter
-    from selectivity_eval.core.statistics import kernels, layer_stats
+    from selectivity_eval.core.statistics import backend, kernels
 
     release, warmed, shown = threading.Event(), [], []
     monkeypatch.setattr(kernels, "warm_up", lambda: (release.wait(), warmed.append(True)))
-    monkeypatch.setattr(layer_stats, "_warming", None)
+    monkeypatch.setattr(backend, "_warming", None)
     monkeypatch.delenv(KERNELS_VARIABLE, raising=False)
-    cpu, threshold = torch.device("cpu"), layer_stats.COMPILED_MIN_ACTIVATIONS
-    layer_stats.prepare_kernels(threshold - 1, cpu)  # auto: a chunk this small stays in torch
-    layer_stats.prepare_kernels(threshold, torch.device("meta"))  # not a CPU
-    assert layer_stats._warming is None
-    layer_stats.prepare_kernels(threshold, cpu)
-    assert layer_stats._warming.is_alive() and not warmed  # waits for `release`: still loading
+    cpu, threshold = torch.device("cpu"), backend.COMPILED_MIN_ACTIVATIONS
+    backend.prepare_kernels(threshold - 1, cpu)  # auto: a chunk this small stays in torch
+    backend.prepare_kernels(threshold, torch.device("meta"))  # not a CPU
+    assert backend._warming is None
+    backend.prepare_kernels(threshold, cpu)
+    assert backend._warming.is_alive() and not warmed  # waits for `release`: still loading
 
     reporter = Reporter(console=Console(file=io.StringIO(), force_terminal=True))
     bar = reporter.steps
@@ -213,20 +214,20 @@ def test_a_run_loads_the_kernels_ahead_and_shows_a_wait_that_is_left_on_a_bar(mo
         return bar(description, total)
 
     monkeypatch.setattr(reporter, "steps", steps)
-    layer_stats.kernels_ready(reporter)
-    assert warmed == [True] and not layer_stats._warming.is_alive()
+    backend.kernels_ready(reporter)
+    assert warmed == [True] and not backend._warming.is_alive()
     assert shown == ["Compiling the statistics kernels (numba, first run after an install)"]
-    layer_stats.kernels_ready(reporter)  # ready: no second bar
+    backend.kernels_ready(reporter)  # ready: no second bar
     assert len(shown) == 1
 
 
 def test_the_warm_up_compiles_both_passes_for_float32(monkeypatch):
     from selectivity_eval.core.cli.progress import Reporter
-    from selectivity_eval.core.statistics import kernels, layer_stats
+    from selectivity_eval.core.statistics import backend, kernels
 
-    monkeypatch.setattr(layer_stats, "_warming", None)
+    monkeypatch.setattr(backend, "_warming", None)
     monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
-    layer_stats.prepare_kernels(1, torch.device("cpu"))
-    layer_stats.kernels_ready(Reporter(quiet=True))
+    backend.prepare_kernels(1, torch.device("cpu"))
+    backend.kernels_ready(Reporter(quiet=True))
     for kernel in (kernels._class_pass, kernels._candidate_pass):
         assert any(str(signature[0]).startswith("array(float32") for signature in kernel.signatures), kernel

@@ -14,7 +14,7 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torch.utils.data import TensorDataset
 
 import selectivity_eval as se
-from selectivity_eval.core.cli.app import layer_rows
+from selectivity_eval.core.cli.layers_command import layer_rows
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.extraction.extract import extract_activations, resolve_layers
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel

@@ -17,7 +17,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from typer.testing import CliRunner
 
-from selectivity_eval.core.cli.app import app, layer_rows
+from selectivity_eval.core.cli.app import app
+from selectivity_eval.core.cli.layers_command import layer_rows
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.extraction.extract import extract_activations, resolve_layers
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel

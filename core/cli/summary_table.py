@@ -15,8 +15,7 @@ def main_columns(summary: dict) -> list[str]:
     columns: list[str] = []
     for layer in summary.values():
         for column, stats in layer["columns"].items():
-            headline = stats.get("role", "headline" if "mean" in stats else "detail") == "headline"
-            if headline and "mean" in stats and column not in columns:
+            if stats.get("role", "headline") == "headline" and "mean" in stats and column not in columns:
                 columns.append(column)
     return columns
 

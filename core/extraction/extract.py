@@ -18,7 +18,7 @@ from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.extraction.reduce import Reduction
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.core.sources.layout import OutputLayout
-from selectivity_eval.core.statistics.layer_stats import prepare_kernels
+from selectivity_eval.core.statistics.backend import prepare_kernels
 from selectivity_eval.core.store.activation_store import ActivationStore, StoredLayer, StoreWarning
 from selectivity_eval.schemas.spec import LayerSpec
 

@@ -20,7 +20,8 @@ import torch
 from selectivity_eval.core.measures.compute import as_activation_tensor, measure_columns, resolve_measures, unit_chunks
 from selectivity_eval.core.statistics.labels import Labels
 from selectivity_eval.core.measures.base import Column, Measure
-from selectivity_eval.core.statistics.layer_stats import LayerStats, compiled_kernels
+from selectivity_eval.core.statistics.backend import compiled_kernels
+from selectivity_eval.core.statistics.layer_stats import LayerStats
 
 NULL_SUFFIXES = ("_null_mean", "_null_std", "_z", "_p")
 GROUP_BYTES = 128 * 2**20

@@ -245,7 +245,7 @@ def warm_up() -> None:
     """Compile both passes for float32 activations (or load them from numba's cache) on a tiny chunk.
 
     The first call after an install compiles for several seconds; a run calls this on a thread
-    while it extracts, so the measures find the kernels ready (``layer_stats.prepare_kernels``).
+    while it extracts, so the measures find the kernels ready (``backend.prepare_kernels``).
     """
     from selectivity_eval.core.statistics.labels import Labels
 

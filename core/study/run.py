@@ -41,7 +41,7 @@ from selectivity_eval.core.study.steps import (
 )
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.core.sources.loading import load_dataset_source, load_model_source
-from selectivity_eval.core.statistics.layer_stats import kernel_mode
+from selectivity_eval.core.statistics.backend import kernel_mode
 from selectivity_eval.schemas.spec import RunSpec
 
 

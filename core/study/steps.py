@@ -14,7 +14,7 @@ from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.distributed.executor import current_executor, remember_rows
 from selectivity_eval.core.extraction.extract import Extraction, ResolvedLayer, extract_activations
 from selectivity_eval.core.statistics.labels import Labels
-from selectivity_eval.core.statistics.layer_stats import kernels_ready, prepare_kernels
+from selectivity_eval.core.statistics.backend import kernels_ready, prepare_kernels
 from selectivity_eval.core.measures.base import Measure
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
