@@ -27,16 +27,12 @@ from selectivity_eval.core.registry.manager import reload_plugins
 
 from .dask_specs import digits_example, run, spec_file
 
-WORKER_THREADS = 1  # torch's threads in a dask worker of one thread (the nanny sets OMP_NUM_THREADS=1)
-FLOAT32_ROUNDING = 1e-5  # a few float32 ulps (6e-8 each) accumulated over a few layers
 
 
 @pytest.fixture(autouse=True)
-def workers_thread_count():
-    """In-process runs use the workers' torch thread count, so comparing them bit for bit is what
-    docs/distributed.md guarantees on any machine, whatever its core count."""
+def torch_threads():
+    """Tests may change torch's thread count (the workers run one thread); give it back after each."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(WORKER_THREADS)
     yield
     torch.set_num_threads(threads)
 
@@ -98,17 +94,6 @@ def assert_same_arrays(first: dict, second: dict) -> None:
             np.testing.assert_array_equal(first[name][array], second[name][array], err_msg=f"{name} {array}")
 
 
-def assert_close_arrays(first: dict, second: dict) -> None:
-    """The same images read and predicted; activations equal to float32 rounding (relative to each layer's scale)."""
-    assert first.keys() == second.keys()
-    for name in first:
-        for array in ("readable", "predicted"):
-            np.testing.assert_array_equal(first[name][array], second[name][array], err_msg=f"{name} {array}")
-        values, other = first[name]["values"], second[name]["values"]
-        scale = float(np.abs(values).max())
-        np.testing.assert_allclose(values, other, rtol=0, atol=FLOAT32_ROUNDING * scale, err_msg=f"{name} values")
-
-
 def assert_same_results(local: Path, dask: Path, files=("units.csv", "summary.json")) -> None:
     for name in files:
         assert (local / name).read_bytes() == (dask / name).read_bytes(), name
@@ -122,10 +107,10 @@ def record(run_dir: Path) -> dict:
 def test_digits_example_on_a_local_cluster_matches_the_local_run(cluster, tmp_path, local_threads):
     """What docs/distributed.md guarantees, at 1, 2 and 4 torch threads in this process.
 
-    The workers run torch on one thread. At the same count the activations, and so every result,
-    are bit for bit the in-process ones; at another they agree to float32 rounding. Measured from
-    the same activations (the Dask run's store, reused by an in-process run), the results are bit
-    for bit the same whatever the executor, chunking and thread count.
+    The workers run torch on one thread; with MKL's strict reproducibility (set on import) the
+    activations, and so every result, are bit for bit the in-process ones at any thread count.
+    Measured from the same activations (the Dask run's store, reused by an in-process run), the
+    results are bit for bit the same whatever the executor, chunking and thread count.
     """
     torch.set_num_threads(local_threads)  # the autouse fixture restores it
     local = spec_file(tmp_path, "local", digits_example())
@@ -133,11 +118,8 @@ def test_digits_example_on_a_local_cluster_matches_the_local_run(cluster, tmp_pa
     assert run(local).exit_code == 0
     result = run(dask)
     assert result.exit_code == 0, result.output
-    if local_threads == WORKER_THREADS:
-        assert_same_results(tmp_path / "local", tmp_path / "dask")
-        assert_same_arrays(stored(tmp_path / "local"), stored(tmp_path / "dask"))
-    else:
-        assert_close_arrays(stored(tmp_path / "local"), stored(tmp_path / "dask"))
+    assert_same_results(tmp_path / "local", tmp_path / "dask")
+    assert_same_arrays(stored(tmp_path / "local"), stored(tmp_path / "dask"))
     shutil.copytree(tmp_path / "dask" / "activations", tmp_path / "again" / "activations")
     assert run(spec_file(tmp_path, "again", digits_example())).exit_code == 0
     assert set(record(tmp_path / "again")["activation_cache"].values()) == {"hit"}

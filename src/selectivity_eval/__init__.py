@@ -16,6 +16,14 @@ Write a new measure by subclassing ``se.Measure`` and registering it through the
 ``register_measures`` hook (see docs/plugins.md).
 """
 
+import os
+
+# MKL's strict conditional numerical reproducibility: a matrix product gives the same bits on any
+# number of threads (about 6% slower products on AlexNet's fc6), so an in-process run and a Dask run
+# of single-thread workers store the same activations. MKL reads it at its first product, so it is
+# set before anything here imports torch; a value the user set wins (docs/distributed.md).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
 from selectivity_eval._version import __version__
 from selectivity_eval.core.am.method import AMContext, AMMethod
 from selectivity_eval.core.measures.chance import chance_baselines
