@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,11 +97,13 @@ def compute_layer(
     chunk_size: int | None = None,
     failures: dict[str, BaseException] | None = None,
     layer: str = "activations",
+    chunk_done: Callable[[], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every (measure, column label) pair on one layer, chunk by chunk of units.
 
     With ``failures`` given, a measure that raises is recorded there under its label and left out,
-    and the other measures still complete; without it the error propagates.
+    and the other measures still complete; without it the error propagates. ``chunk_done`` is
+    called after each chunk (a run gives a memory-mapped layer's pages back there).
     """
     if matrix.shape[0] != labels.n_images:
         raise ValueError(f"activations have {matrix.shape[0]} images (rows) but there are {labels.n_images} labels")
@@ -124,6 +126,9 @@ def compute_layer(
                 continue
             for column, values in columns.items():
                 pieces.setdefault(column, []).append(values)
+        del stats
+        if chunk_done is not None:
+            chunk_done()
     failed = set(failures or ())
     kinds = {
         column: kind

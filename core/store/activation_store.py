@@ -37,6 +37,7 @@ from selectivity_eval.core.errors import StoreCorruption
 from selectivity_eval.core.outputs.atomic import disk_full, no_space
 from selectivity_eval.core.store.checksums import chunk_checksums, read_sealed, verify_file, write_sealed
 from selectivity_eval.core.store.lock import entry_locks
+from selectivity_eval.core.store.residency import release
 
 FORMAT = 2
 COMPLETE = "complete.json"
@@ -230,6 +231,7 @@ class ActivationStore:
             array.flush()
             path = array_path(layer.directory, name, partial=True)
             checksums[name] = chunk_checksums(path, _prefix_length(array, rows_done), previous.get(name))
+            release(array)
         layer.progress = {"rows_done": rows_done, "unreadable": list(unreadable), "checksums": checksums}
         write_sealed(layer.directory / PROGRESS, layer.progress)
 
@@ -237,4 +239,5 @@ class ActivationStore:
     def finish(layer: StoredLayer, description: dict[str, Any], unreadable: list[str]) -> None:
         for array in layer.arrays().values():
             array.flush()
+            release(array)
         seal_complete(layer.directory, description, unreadable)

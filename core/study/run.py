@@ -42,6 +42,7 @@ from selectivity_eval.core.study.steps import (
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.core.sources.loading import load_dataset_source, load_model_source
 from selectivity_eval.core.statistics.backend import kernel_mode
+from selectivity_eval.core.store.residency import release, trim_heap
 from selectivity_eval.schemas.spec import RunSpec
 
 
@@ -136,6 +137,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     measured = measured_images(extraction, data)
     record_rows(output_dir, data.labels, measured, data.class_names, extraction.activations)
     activations = {label: rows(values, measured) for label, values in extraction.activations.items()}
+    trim_heap()  # the decoding and forward passes' freed buffers, before the measures read the largest layer
     timings["extract"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -213,12 +215,14 @@ def flag_silent_units(results: dict[str, dict[str, np.ndarray]], activations) ->
     for layer, columns in results.items():
         if columns and layer in activations:
             columns[SILENT_COLUMN] = silent_units(activations[layer])
+            release(activations[layer])
 
 
 def summarise(results, kinds, roles, activations, chance, units: str = "responsive") -> dict[str, Any]:
     summary = {layer: summarise_layer(columns, kinds, roles, units) for layer, columns in results.items()}
     for layer, matrix in activations.items():
         summary[layer]["signed_activations"] = bool((matrix < 0).any())
+        release(matrix)
         if layer in chance:
             summary[layer]["chance"] = chance[layer]
     return summary

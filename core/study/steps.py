@@ -19,6 +19,7 @@ from selectivity_eval.core.measures.base import Measure
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.core.store.activation_store import ActivationStore, content_key
+from selectivity_eval.core.store.residency import release
 from selectivity_eval.schemas.spec import RunSpec
 
 NOT_CONTENT_PARAMS = frozenset({"workers", "on_unreadable", "correct_only", "class_to_model_index"})
@@ -127,7 +128,9 @@ def measure_step(
         for layer, values in activations.items():
             errors: dict[str, BaseException] = {}
             matrix = as_activation_tensor(values, device)
-            out.results[layer] = compute_layer(matrix, labels, measures, failures=errors, layer=layer)
+            out.results[layer] = compute_layer(
+                matrix, labels, measures, failures=errors, layer=layer, chunk_done=lambda: release(values)
+            )
             out.failures.extend(
                 MeasureFailureRecord(label, plugin_of[label], layer, f"{type(e).__name__}: {e}")
                 for label, e in errors.items()
@@ -135,6 +138,8 @@ def measure_step(
             if spec.chance is not None:
                 working = [(m, label) for m, label in measures if label not in errors]
                 out.chance[layer] = chance_step(spec, matrix, labels, working, out.results[layer])
+            del matrix
+            release(values)
             steps.advance()
     return out
 
