@@ -40,22 +40,28 @@ def disk_full(path: Path, needed: int | None = None) -> DiskFullError:
 
 
 @contextmanager
-def atomic_file(path: Path | str, mode: str = "w", **open_args: Any) -> Iterator[IO]:
-    """An open file whose content appears at ``path`` only when the block ends without an error."""
+def atomic_file(path: Path | str, mode: str = "w", *, durable: bool = True, **open_args: Any) -> Iterator[IO]:
+    """An open file whose content appears at ``path`` only when the block ends without an error.
+
+    ``durable=False`` skips the two fsyncs (the file's and its directory's): still atomic for every
+    reader, but not guaranteed on disk after a power loss; for files that are cheap to rebuild and
+    written by the hundred (the report's figures: ``selectivity-eval report`` rebuilds them)."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, mode, **open_args) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
         if no_space(error):
             raise disk_full(path) from None
         raise
-    _sync_directory(path.parent)
+    if durable:
+        _sync_directory(path.parent)
 
 
 def _sync_directory(directory: Path) -> None:
@@ -82,7 +88,7 @@ def write_bytes(path: Path | str, data: bytes) -> None:
         handle.write(data)
 
 
-def write_with(path: Path | str, writer: Callable[[IO[bytes]], Any]) -> None:
+def write_with(path: Path | str, writer: Callable[[IO[bytes]], Any], *, durable: bool = True) -> None:
     """``writer(handle)`` into a binary file that appears at ``path`` once complete (np.save, PIL, savefig)."""
-    with atomic_file(path, "wb") as handle:
+    with atomic_file(path, "wb", durable=durable) as handle:
         writer(handle)

@@ -3,7 +3,8 @@
 ``report`` loads the data set plugin named in ``spec.resolved.yaml`` with ``transform=None``,
 which gives raw items (an image tensor or PIL image), checks that it is the data set the run
 measured (its identity in ``run.json``), and reads only the few images the cards show. Digits
-load in milliseconds; image folders are listed once and decode just those images.
+load in milliseconds; image folders are listed once and decode just those images, at reduced
+size and once each (``thumbnails.py``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 
 from selectivity_eval.core.outputs import atomic
 from selectivity_eval.core.report.inputs import FinishedRun
-
-TILE = 72
+from selectivity_eval.core.report.thumbnails import TILE, Tiles, resize_to_tile
+PNG_COMPRESSION = 1  # zlib level of the report's PNGs (plots.save too): near level 6's size, several times faster
 CAPTION = 12
 GAP = 3
 
@@ -28,10 +29,16 @@ class DatasetImages:
     def __init__(self, run: FinishedRun):
         self.items = None
         self.reason = ""
+        self.tiles = None
         try:
             self.items = _load(run)
+            self.tiles = Tiles(self.items)
         except Exception as error:  # the report is still useful without the pictures
             self.reason = f"{type(error).__name__}: {error}"
+
+    def tile(self, row: int):
+        """The card tile of data set row ``row`` (at most ``TILE`` px a side; made once), or None."""
+        return None if self.tiles is None else self.tiles(row)
 
     def image(self, row: int):
         """The PIL image of data set row ``row`` (RGB), or None when the item is not an image."""
@@ -78,22 +85,13 @@ def to_image(item: Any):
     return image.convert("RGB")
 
 
-def _tile(image):
-    from PIL import Image
-
-    factor = TILE / max(image.size)
-    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
-    resample = Image.NEAREST if factor >= 2 else Image.BILINEAR
-    return image.resize(size, resample)
-
-
 def top_images_grid(images: list, captions: list[str], path: Path) -> Path | None:
-    """The images in a square grid, each captioned; None when there is no image to show."""
+    """The images in a square grid, each captioned (tiles stay as they are); None when there is no image to show."""
     from PIL import Image, ImageDraw
 
     if not images or any(image is None for image in images):
         return None
-    tiles = [_tile(image) for image in images]
+    tiles = [resize_to_tile(image) for image in images]
     columns = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / columns)
     cell_w, cell_h = TILE + GAP, TILE + CAPTION + GAP
@@ -104,11 +102,20 @@ def top_images_grid(images: list, captions: list[str], path: Path) -> Path | Non
         sheet.paste(tile, (x + (TILE - tile.width) // 2, y + (TILE - tile.height) // 2))
         draw.text((x, y + TILE + 1), caption[:14], fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_with(path, lambda handle: sheet.save(handle, format=Image.registered_extensions()[path.suffix.lower()]))
+    fmt = Image.registered_extensions()[path.suffix.lower()]
+    options = {"compress_level": PNG_COMPRESSION} if fmt == "PNG" else {}
+    atomic.write_with(path, lambda handle: sheet.save(handle, format=fmt, **options), durable=False)  # as plots.save
     return path
 
 
 def top_rows(values: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` highest values, highest first, ties by lower position (the measures' ranking)."""
-    order = np.argsort(-values, kind="stable")
-    return order[:k]
+    """Positions of the ``k`` highest values, highest first, ties by lower position (the measures' ranking).
+
+    Only the values at or above the k-th highest are sorted (all of them if k covers the array)."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k >= len(values):
+        return np.argsort(-values, kind="stable")
+    threshold = np.partition(values, len(values) - k)[len(values) - k]
+    candidates = np.flatnonzero(values >= threshold)  # in position order, every tie at the threshold included
+    return candidates[np.argsort(-values[candidates], kind="stable")[:k]]

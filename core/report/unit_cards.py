@@ -98,25 +98,34 @@ def build_cards(
     steps,
 ) -> list[UnitCard]:
     """One card per chosen unit of ``layer``, its figures written under ``out``; none for a unit with
-    NaN or infinite activations."""
-    from selectivity_eval.core.report import plots
+    NaN or infinite activations.
 
-    activations = run.activations(layer)
+    The chosen units' columns are read from the store in one pass, and one jitterplot figure is
+    redrawn for every card of the layer (``JitterFigure``), so a card's cost hardly depends on the
+    number of images."""
+    from selectivity_eval.core.report import plots
+    from selectivity_eval.core.report.jitter_figure import JitterFigure
+
+    units = sorted(chosen)
+    block = np.asarray(run.activations(layer)[:, units], dtype=np.float64) if units else None
     rows_of_measured = np.flatnonzero(run.measured)
     class_ids, names = measured_classes(run)
+    figure = JitterFigure(names) if units else None
+    top_n, layer_index = precision_top_ns(run), run.layers.index(layer)
     cards = []
     for unit, reasons in chosen.items():
         card = UnitCard(layer, unit, reasons)
-        values = np.asarray(activations[:, unit], dtype=np.float64)
+        values = block[:, units.index(unit)]
         if not np.isfinite(values).all():  # its measures are all NaN: nothing to plot or rank, no card
             steps.advance()
             continue
         stem = out / _safe(layer) / f"unit{unit}"
-        figure = unit_jitterplot(run, layer, unit, settings.seed, activations)
-        card.jitterplot = plots.save(figure, stem.with_name(stem.name + "_jitter"), settings.formats)[0]
+        drawn = figure.draw(values, class_ids, title=f"{layer}, unit {unit}",
+                            seed=hash_seed(settings.seed, layer_index, unit), top_n=top_n)
+        card.jitterplot = plots.save(drawn, stem.with_name(stem.name + "_jitter"), settings.formats)[0]
         if settings.top_images and images is not None and images.items is not None:
             top = top_rows(values, settings.top_images)
-            pictures = [images.image(int(rows_of_measured[i])) for i in top]
+            pictures = [images.tile(int(rows_of_measured[i])) for i in top]
             captions = [f"{names[class_ids[i]]}: {values[i]:.3g}" for i in top]
             card.top_images = top_images_grid(pictures, captions, stem.with_name(stem.name + "_top.png"))
         card.am_image = am.get((layer, unit))
