@@ -11,6 +11,7 @@ import numpy as np
 
 from selectivity_eval.core.report.dataset_images import DatasetImages, top_images_grid, top_rows
 from selectivity_eval.core.report.inputs import FinishedRun
+from selectivity_eval.core.store.residency import release
 from selectivity_eval.plugins.measures.precision import GALE2019_TOP_N
 
 
@@ -107,7 +108,11 @@ def build_cards(
     from selectivity_eval.core.report.jitter_figure import JitterFigure
 
     units = sorted(chosen)
-    block = np.asarray(run.activations(layer)[:, units], dtype=np.float64) if units else None
+    block = None
+    if units:
+        stored = run.activations(layer)
+        block = np.asarray(stored[:, units], dtype=np.float64)
+        release(stored)
     rows_of_measured = np.flatnonzero(run.measured)
     class_ids, names = measured_classes(run)
     figure = JitterFigure(names) if units else None

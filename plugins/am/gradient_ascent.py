@@ -19,6 +19,7 @@ from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedModel
+from selectivity_eval.core.store.residency import release
 from selectivity_eval.plugins.am.dataset_max import dataset_maxima
 from selectivity_eval.core.extraction.extract import with_spec_layouts
 from selectivity_eval.core.extraction.reduce import am_reduction
@@ -126,8 +127,7 @@ class GradientAscent(AMMethod):
             setting = context.layer_settings.get(plan.label)
             same = setting is not None and not setting.relu and (not plan.spatial or self._same_reduction(context, plan, setting))
             if same and plan.label in context.activations:
-                values = np.asarray(context.activations[plan.label], dtype=np.float64)
-                maxima[plan.label] = np.where(np.isnan(values), -np.inf, values).max(0, initial=-np.inf)
+                maxima[plan.label] = column_maxima(context.activations[plan.label])
             elif context.data is not None:
                 missing[plan.label] = plan.module_name
         if missing:
@@ -190,3 +190,12 @@ def safe_name(label: str) -> str:
 @hookimpl
 def register_am_methods(register):
     register(GradientAscent)
+
+
+def column_maxima(values: np.ndarray) -> np.ndarray:
+    """Each unit's highest activation as float64, NaN left out (-inf if it has no other value), read
+    in the stored dtype with no copy of the layer; a memory-mapped layer's pages are given back."""
+    with np.errstate(invalid="ignore"):
+        highest = np.fmax.reduce(values, axis=0, initial=-np.inf) if len(values) else np.full(values.shape[1], -np.inf)
+    release(values)
+    return np.asarray(highest, dtype=np.float64)
