@@ -61,7 +61,9 @@ def null_distribution(
     shufflings = [labels.shuffled(generator) for _ in range(permutations)]
     chunks = unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size)
     for chunk in chunks:
-        stats = LayerStats(matrix[:, chunk], labels)
+        # Kept for every shuffling: label-free work (the ranking, each unit's sorted activations)
+        # is done once per chunk.
+        stats = LayerStats(matrix[:, chunk], labels, reused=True)
         # torch's class statistics of a batch of shufflings share each read of a row; the compiled
         # class pass is fast enough to run once per shuffling, when each relabelled chunk needs it.
         compiled = compiled_kernels(stats.activations) is not None
