@@ -37,7 +37,12 @@ class LayerStats:
     ``total_sum``, ``finite_units``, ``constant_units``, ``top_class`` (the class of the single
     highest activation, *not* of the highest mean: that is ``argmax(class_mean)``, as CCMAS uses),
     ``runner_up_max``. Per ranking: ``top_indices(k)``, ``count_above(thresholds)``,
-    ``count_at_or_above(thresholds)``. Each docstring below says its exact definition.
+    ``count_at_or_above(thresholds)``, ``sorted_activations()``. Each docstring below says its
+    exact definition.
+
+    Made with ``reused=True`` (chance baselines: one per chunk, ``relabelled`` for each shuffling),
+    the statistics keep label-free work that pays off over many labellings, such as each unit's
+    sorted activations (one copy of the chunk), and share it, with ``label_free``, among all copies.
     """
 
     def __init__(self, activations: torch.Tensor, labels: Labels, *, reused: bool = False):
