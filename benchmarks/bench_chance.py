@@ -1,17 +1,23 @@
-"""Chance baselines: 100 label shufflings of the four measures against 100 unshuffled runs.
+"""Chance baselines: label shufflings at the paper's scale, per measure, and the study they add up to.
 
-    python benchmarks/bench_chance.py                 # 50,000 images x 512 units, 1,000 classes
-    python benchmarks/bench_chance.py --units 64 --permutations 10
+    python benchmarks/bench_chance.py                 # 50,000 images x 4,096 units, 1,000 classes
+    python benchmarks/bench_chance.py --units 512 --shufflings 2 --small-units 64
 
-Times, in one run: one computation of the four measures (median of three), and the null
-distribution of all their value and count columns over the shufflings; prints the shufflings'
-time against that many unshuffled computations.
+Prints, from one run, for each of the five measures alone and for all five together: the seconds
+one shuffling adds (``(t(1 + n shufflings) - t(1 shuffling)) / n``) and the fixed cost of a chunk's
+label-free work (``t(1 shuffling)`` less one shuffling), on a 50,000-image layer of ``--units``
+units (fc6's shape: the compiled statistics) and, for all five, of ``--small-units`` units (a conv
+layer's shape: torch's statistics under the default ``SELECTIVITY_EVAL_KERNELS=auto``). Then the
+projected chance computation of the paper's study: AlexNet's eight layers with ``--permutations``
+shufflings each, every layer scaled per unit from the measured layer of its kind. Each time is
+the fastest of ``--repeats`` runs. Each measure's
+chance columns are its default ones (headline value columns); ``--all-columns`` takes every value
+and count column instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,45 +27,92 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import selectivity_eval as se  # noqa: E402
-from bench_measures import FOUR, relu_gaussian  # noqa: E402
-from selectivity_eval.core.measures.chance import null_distribution, value_columns  # noqa: E402
+from bench_measures import relu_gaussian  # noqa: E402
+from selectivity_eval.core.measures.base import Column, Role  # noqa: E402
+from selectivity_eval.core.measures.chance import null_distribution  # noqa: E402
 from selectivity_eval.core.measures.compute import resolve_measures  # noqa: E402
+from selectivity_eval.core.statistics.backend import COMPILED_MIN_ACTIVATIONS, compiled_kernels  # noqa: E402
 from selectivity_eval.core.statistics.labels import Labels  # noqa: E402
+
+FIVE = ["localist", "precision", "ccmas", "topclass", "detection"]
+ALEXNET = {
+    "conv1": 64, "conv2": 192, "conv3": 384, "conv4": 256, "conv5": 256, "fc6": 4096, "fc7": 4096, "fc8": 1000,
+}
+
+
+def chance_columns(measures, every: bool) -> list[str]:
+    """Each measure's headline value and count columns (the default), or all of them."""
+    return [
+        column
+        for measure, label in measures
+        for (column, kind), role in zip(measure.output_columns(label).items(), measure.output_roles(label).values())
+        if kind in (Column.VALUE, Column.COUNT) and (every or role is Role.HEADLINE)
+    ]
+
+
+def cost(matrix: torch.Tensor, labels: Labels, names: list[str], shufflings: int, every: bool, repeats: int = 1):
+    """(seconds per shuffling, fixed seconds) of these measures' null distribution; each time the
+    fastest of ``repeats`` runs, the least disturbed by other jobs on a shared machine."""
+    measures = [(m, m.name) for m in resolve_measures(names, None)]
+    columns = chance_columns(measures, every)
+    times = []
+    for permutations in (1, 1 + shufflings):
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            null_distribution(matrix, labels, measures, columns, permutations=permutations, seed=0)
+            runs.append(time.perf_counter() - started)
+        times.append(min(runs))
+    per = (times[1] - times[0]) / shufflings
+    return per, max(0.0, times[0] - per)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images-per-class", type=int, default=50)
     parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--units", type=int, default=512)
-    parser.add_argument("--permutations", type=int, default=100)
+    parser.add_argument("--units", type=int, default=4096)
+    parser.add_argument("--small-units", type=int, default=256)
+    parser.add_argument("--shufflings", type=int, default=10, help="shufflings timed beyond the first")
+    parser.add_argument("--permutations", type=int, default=100, help="shufflings of the projected study")
+    parser.add_argument("--repeats", type=int, default=2, help="each time is the fastest of this many runs")
+    parser.add_argument("--all-columns", action="store_true")
     args = parser.parse_args()
     n_images = args.images_per_class * args.classes
-    matrix = relu_gaussian(n_images, args.units, 0)
-    labels = np.random.default_rng(1).permutation(np.repeat(np.arange(args.classes), args.images_per_class))
-    print(f"{n_images:,} images x {args.units} units, {args.classes} classes, {torch.get_num_threads()} threads")
-
-    singles = []
-    for _ in range(3):
-        started = time.perf_counter()
-        se.compute_measures(matrix, labels, FOUR)
-        singles.append(time.perf_counter() - started)
-    single = statistics.median(singles)
-
-    measures = [(m, m.name) for m in resolve_measures(FOUR, None)]
-    columns = value_columns(measures)
-    started = time.perf_counter()
-    null_distribution(
-        torch.from_numpy(matrix), Labels.from_array(labels), measures, columns,
-        permutations=args.permutations, seed=0,
+    labels = Labels.from_array(
+        np.random.default_rng(1).permutation(np.repeat(np.arange(args.classes), args.images_per_class))
     )
-    shuffled = time.perf_counter() - started
-    print(f"one unshuffled computation of the four measures: {single:.3f} s")
-    print(f"{args.permutations} x that:                           {args.permutations * single:.3f} s")
+    small = torch.from_numpy(relu_gaussian(n_images, args.small_units, 1))
+    matrix = torch.from_numpy(relu_gaussian(n_images, args.units, 0))
     print(
-        f"{args.permutations} shufflings ({len(columns)} columns):              {shuffled:.3f} s "
-        f"= {args.permutations * single / shuffled:.2f}x faster than {args.permutations} unshuffled runs"
+        f"{n_images:,} images, {args.classes} classes, {torch.get_num_threads()} threads; "
+        f"{args.shufflings} shufflings timed beyond the first, fastest of {args.repeats} runs"
+    )
+    cost(small[:, :8], labels, FIVE, 1, args.all_columns)  # loads the plugins
+    if compiled_kernels(matrix) is not None:
+        compiled_kernels(matrix).warm_up()  # and the compiled statistics, before any timing
+    rows = {}
+    for name in FIVE:
+        rows[name] = cost(matrix, labels, [name], args.shufflings, args.all_columns, args.repeats)
+    rows["all five"] = cost(matrix, labels, FIVE, args.shufflings, args.all_columns, args.repeats)
+    print(f"\n{n_images:,} x {args.units} (one layer like fc6), each measure alone with the class statistics:")
+    print(f"{'measures':>10}  {'s per shuffling':>15}  {'fixed s (label-free)':>20}")
+    for name, (per, fixed) in rows.items():
+        print(f"{name:>10}  {per:15.3f}  {fixed:20.3f}")
+    small_per, small_fixed = cost(small, labels, FIVE, args.shufflings, args.all_columns, args.repeats)
+    print(f"{n_images:,} x {args.small_units} (a conv layer), all five: {small_per:.3f} s per shuffling, {small_fixed:.3f} s fixed")
+
+    per, fixed = rows["all five"]
+    total = 0.0
+    for layer, units in ALEXNET.items():
+        compiled = n_images * units >= COMPILED_MIN_ACTIVATIONS
+        unit_per, unit_fixed = (per / args.units, fixed / args.units) if compiled else (
+            small_per / args.small_units, small_fixed / args.small_units
+        )
+        total += units * (unit_fixed + args.permutations * unit_per)
+    print(
+        f"\nprojected study (AlexNet's 8 layers, {sum(ALEXNET.values()):,} units, five measures, "
+        f"{args.permutations} shufflings): {total:.0f} s = {total / 60:.1f} min"
     )
 
 

@@ -103,7 +103,11 @@ class ChanceSpec(BaseModel):
     permutations: int = Field(100, ge=1, description="How many label shufflings.")
     seed: Seed = Field(0, description="Seed of the shufflings.")
     columns: list[str] | None = Field(
-        None, description="Columns to test; omitted means every value and count column of the measures."
+        None,
+        description=(
+            "Columns to test (any value or count column); omitted means each measure's headline "
+            "value and count columns, e.g. precision but not precision_min, precision_max or precision_ties."
+        ),
     )
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level for counting units above chance.")
     correction: Literal["fdr_bh", "bonferroni", "none"] = Field(

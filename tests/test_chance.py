@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 import selectivity_eval as se
-from selectivity_eval.core.measures.chance import chance_baselines, significant
+from selectivity_eval.core.measures.chance import chance_baselines, significant, value_columns
+from selectivity_eval.core.measures.compute import resolve_measures
 from selectivity_eval.core.cli.app import app
 
 
@@ -109,3 +110,29 @@ def test_untrained_baseline_measures_the_same_layers_with_random_weights(write_s
     first, again = model.untrained(0).module.state_dict(), model.untrained(0).module.state_dict()
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert not np.array_equal(first["classifier.3.weight"], model.module.state_dict()["classifier.3.weight"])
+
+
+def test_default_columns_are_the_headline_ones_and_any_value_column_can_be_chosen():
+    matrix, labels = noise_with_one_selective_unit(3, n_units=6)
+    out = chance_baselines(matrix, labels, ["precision", "topclass", "localist"], permutations=3, seed=0)
+    tested = {column[: -len("_p")] for column in out if column.endswith("_p")}
+    assert tested == {"precision", "topclass", "localist"}
+    chosen = chance_baselines(
+        matrix, labels, ["precision", "topclass"], permutations=3, seed=0, columns=["precision_min", "topclass_count"]
+    )
+    assert {"precision_min_p", "topclass_count_p"} <= set(chosen) and "precision_p" not in chosen
+    measures = [(m, m.name) for m in resolve_measures(["precision", "localist"], None)]
+    assert value_columns(measures) == ["precision", "localist"]
+    assert value_columns(measures, headline_only=False) == [
+        "precision", "precision_min", "precision_max", "precision_ties", "localist", "localist_norm", "localist_off"
+    ]
+
+
+def test_a_spec_may_choose_detail_columns_but_not_class_columns(digits_spec):
+    from selectivity_eval.core.errors import SpecError
+    from selectivity_eval.core.spec.loader import validate_spec
+
+    spec = {**digits_spec, "chance": {"permutations": 2, "columns": ["precision_min", "topclass_count", "ccmas"]}}
+    assert validate_spec(spec).chance.columns == ["precision_min", "topclass_count", "ccmas"]
+    with pytest.raises(SpecError, match="precision_class"):
+        validate_spec({**digits_spec, "chance": {"columns": ["precision_class"]}})

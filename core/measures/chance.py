@@ -19,7 +19,7 @@ import torch
 
 from selectivity_eval.core.measures.compute import as_activation_tensor, measure_columns, resolve_measures, unit_chunks
 from selectivity_eval.core.statistics.labels import Labels
-from selectivity_eval.core.measures.base import Column, Measure
+from selectivity_eval.core.measures.base import Column, Measure, Role
 from selectivity_eval.core.statistics.backend import compiled_kernels
 from selectivity_eval.core.statistics.layer_stats import LayerStats
 
@@ -28,12 +28,17 @@ GROUP_BYTES = 128 * 2**20
 Correction = Literal["fdr_bh", "bonferroni", "none"]
 
 
-def value_columns(measures: Sequence[tuple[Measure, str]]) -> list[str]:
+def value_columns(measures: Sequence[tuple[Measure, str]], *, headline_only: bool = True) -> list[str]:
+    """The columns chance baselines test when none are chosen: each measure's headline value and
+    count columns (``localist``, ``precision``, ``ccmas``, ``topclass``, detection's four). With
+    ``headline_only=False``, every value and count column, which is what ``chance.columns`` may
+    choose from (detail columns such as ``precision_min`` or ``topclass_count`` too).
+    """
     return [
         column
         for measure, label in measures
-        for column, kind in measure.output_columns(label).items()
-        if kind in (Column.VALUE, Column.COUNT)
+        for (column, kind), role in zip(measure.output_columns(label).items(), measure.output_roles(label).values())
+        if kind in (Column.VALUE, Column.COUNT) and (role is Role.HEADLINE or not headline_only)
     ]
 
 
@@ -61,7 +66,9 @@ def null_distribution(
     shufflings = [labels.shuffled(generator) for _ in range(permutations)]
     chunks = unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size)
     for chunk in chunks:
-        stats = LayerStats(matrix[:, chunk], labels)
+        # Kept for every shuffling: label-free work (the ranking, each unit's sorted activations)
+        # is done once per chunk.
+        stats = LayerStats(matrix[:, chunk], labels, reused=True)
         # torch's class statistics of a batch of shufflings share each read of a row; the compiled
         # class pass is fast enough to run once per shuffling, when each relabelled chunk needs it.
         compiled = compiled_kernels(stats.activations) is not None
@@ -133,7 +140,8 @@ def chance_baselines(
 ) -> dict[str, np.ndarray]:
     """The observed measure columns plus, for each chosen column, its chance baseline columns.
 
-    ``columns`` defaults to every value and count column of the measures. Adds
+    ``columns`` defaults to the measures' headline value and count columns (``value_columns``);
+    any value or count column may be chosen. Adds
     ``<column>_null_mean``, ``<column>_null_std``, ``<column>_z`` and ``<column>_p``.
     """
     from selectivity_eval.core.measures.compute import compute_layer

@@ -104,7 +104,7 @@ def validate_spec(
     except ValueError as error:
         raise SpecError([SpecProblem("measures", str(error), line_of(node, ("measures",)))], source) from None
     if spec.chance is not None and spec.chance.columns is not None:
-        testable = value_columns(measures)
+        testable = value_columns(measures, headline_only=False)
         for index, column in enumerate(spec.chance.columns):
             if column not in testable:
                 where = ("chance", "columns", index)

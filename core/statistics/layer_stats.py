@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import numpy as np
 import torch
 
 from selectivity_eval.core.statistics.backend import compiled_kernels
@@ -17,6 +18,7 @@ from selectivity_eval.core.statistics.ranking import Candidates, kth_largest, no
 
 ROW_BLOCK_BYTES = 4 * 2**20
 CANDIDATES_PER_SLOT = 8
+SORT_BLOCK_BYTES = 64 * 2**20
 
 ClassStatistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
 """Each class's maximum, minimum, float64 sum and float64 sum of squares (None: not computed yet)."""
@@ -35,10 +37,15 @@ class LayerStats:
     ``total_sum``, ``finite_units``, ``constant_units``, ``top_class`` (the class of the single
     highest activation, *not* of the highest mean: that is ``argmax(class_mean)``, as CCMAS uses),
     ``runner_up_max``. Per ranking: ``top_indices(k)``, ``count_above(thresholds)``,
-    ``count_at_or_above(thresholds)``. Each docstring below says its exact definition.
+    ``count_at_or_above(thresholds)``, ``sorted_activations()``. Each docstring below says its
+    exact definition.
+
+    Made with ``reused=True`` (chance baselines: one per chunk, ``relabelled`` for each shuffling),
+    the statistics keep label-free work that pays off over many labellings, such as each unit's
+    sorted activations (one copy of the chunk), and share it, with ``label_free``, among all copies.
     """
 
-    def __init__(self, activations: torch.Tensor, labels: Labels):
+    def __init__(self, activations: torch.Tensor, labels: Labels, *, reused: bool = False):
         if activations.ndim != 2:
             raise ValueError(f"activations must be (images, units), got shape {tuple(activations.shape)}")
         if activations.shape[0] != labels.n_images:
@@ -50,6 +57,8 @@ class LayerStats:
         self._topk: dict[int, torch.Tensor] = {}
         self._candidates: dict[int, Candidates] = {}
         self._runners_up: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._label_free: dict[str, object] = {}
+        self.reused = reused
         self._row_block = max(1, ROW_BLOCK_BYTES // max(1, activations.shape[1] * activations.element_size()))
 
     LABEL_FREE = ("unit_max", "unit_min", "finite_units", "constant_units", "total_sum")
@@ -59,12 +68,14 @@ class LayerStats:
 
         The ranking (``top_indices``) with its candidates, each unit's extremes and its total are
         label-free, so chance baselines computed on shuffled labels reuse them instead of
-        recomputing them; the class statistics of the new labels may be handed in, computed in a
-        batch by ``class_statistics``.
+        recomputing them; so is everything in ``label_free`` (each unit's sorted activations, a
+        measure's own label-free work). The class statistics of the new labels may be handed in,
+        computed in a batch by ``class_statistics``.
         """
-        other = LayerStats(self.activations, labels)
+        other = LayerStats(self.activations, labels, reused=self.reused)
         other._topk = self._topk
         other._candidates = self._candidates
+        other._label_free = self._label_free
         if class_statistics is not None:
             other.__dict__["_class_extremes_and_sums"] = class_statistics
         for name in self.LABEL_FREE:
@@ -87,6 +98,43 @@ class LayerStats:
     @property
     def device(self) -> torch.device:
         return self.activations.device
+
+    def label_free(self, key: str, make):
+        """``make()``, computed once and shared with every ``relabelled`` copy of these statistics.
+
+        For work that depends on the activations (and the measure's parameters, which ``key`` must
+        name) but not on the labels: chance baselines then do it once per chunk, not per shuffling.
+        """
+        if key not in self._label_free:
+            self._label_free[key] = make()
+        return self._label_free[key]
+
+    def sorted_activations(self, units: slice | None = None) -> torch.Tensor:
+        """(units, images): each unit's activations in ascending order (NaN last), contiguous.
+
+        Statistics made with ``reused=True`` (those chance baselines relabel for every shuffling)
+        sort the whole chunk once and keep it, one copy of the chunk, for every labelling; others
+        sort only the units asked for, each time.
+        """
+        units = units if units is not None else slice(0, self.n_units)
+        if self.reused:
+            return self.label_free("sorted", lambda: self._sorted(slice(0, self.n_units)))[units]
+        return self._sorted(units)
+
+    def _sorted(self, units: slice) -> torch.Tensor:
+        columns = self.activations.detach()[:, units]
+        n_units = columns.shape[1]
+        out = torch.empty((n_units, self.n_images), dtype=columns.dtype, device=self.device)
+        step = max(1, SORT_BLOCK_BYTES // max(1, self.n_images * columns.element_size()))
+        for start in range(0, n_units, step):
+            block = columns[:, start : start + step].T
+            if self.device.type == "cpu" and columns.dtype in (torch.float32, torch.float64):
+                # numpy's vectorised sort is several times faster than torch's on a CPU; both put
+                # NaN last, and sorted values are the same whichever sort made them.
+                out[start : start + step] = torch.from_numpy(np.sort(block.numpy(), axis=1))
+            else:
+                out[start : start + step] = torch.sort(block, dim=1).values
+        return out
 
     def row_blocks(self, contiguous: bool = True):
         """(start, block of rows, their class codes), in image order; blocks copied contiguous on request."""
@@ -240,6 +288,13 @@ class LayerStats:
             if covered.any():
                 counts += torch.where(covered, (found.value > thresholds.unsqueeze(1)).sum(1), 0)
                 pending &= ~covered
+        if self.reused and bool(pending.any()) and thresholds.dtype == self.activations.dtype:
+            # Each unit's sorted activations, kept for every labelling, count in log(images) steps.
+            usable = pending & self.finite_units & ~torch.isnan(thresholds)
+            if usable.any():
+                at_or_below = torch.searchsorted(self.sorted_activations(), thresholds.unsqueeze(1), right=True)
+                counts += torch.where(usable, self.n_images - at_or_below.squeeze(1), 0)
+                pending &= ~usable
         rest = pending.nonzero().squeeze(1)
         if rest.numel() == self.n_units:
             for _, block, _ in self.row_blocks(contiguous=False):

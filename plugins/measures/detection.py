@@ -4,6 +4,8 @@ The unit is read as a detector of one target class: hit rate H(t) = P(a >= t | t
 alarm rate F(t) = P(a >= t | other) for a threshold t. Everything follows from, for each image of
 the target class, how many images (of the target class, and in all) lie strictly below it and at
 or below it, which a sort of each unit's activations and ``searchsorted`` give for all units at once.
+The sort does not depend on the labels: chance baselines sort each unit once for all shufflings,
+and each shuffling sorts only its target class's images.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class Detection(Measure):
 
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
         target = torch.argmax(stats.class_mean, dim=0) if self.params.target == "mean" else stats.top_class
-        step = max(1, SORT_BYTES // max(1, stats.n_images * 12))
+        # Statistics kept for many labellings sort each unit once (``sorted_activations``) and
+        # every labelling reads that; otherwise units are sorted a few at a time, in bounded memory.
+        step = stats.n_units if stats.reused else max(1, SORT_BYTES // max(1, stats.n_images * 12))
         parts = [
             self._detect(stats, target[start : start + step], slice(start, start + step))
             for start in range(0, stats.n_units, step)
@@ -53,16 +57,28 @@ class Detection(Measure):
 
     @staticmethod
     def _detect(stats: LayerStats, target: torch.Tensor, units: slice) -> dict[str, torch.Tensor]:
-        values = stats.activations[:, units].T.contiguous()
-        n_units, n_images = values.shape
-        positive = stats.labels.codes.unsqueeze(0) == target.unsqueeze(1)
-        n_pos = positive.sum(1, dtype=torch.float64)
+        ordered = stats.sorted_activations(units)
+        n_units, n_images = ordered.shape
+        device = ordered.device
+        n_pos_count = stats.labels.counts[target]
+        n_pos = n_pos_count.double()
         n_neg = n_images - n_pos
-        ordered = torch.sort(values, dim=1).values
-        # Positives' values, each unit's row padded with +inf past its own count.
-        pos_values = torch.where(positive, values, torch.inf)
-        pos_ordered = torch.sort(pos_values, dim=1).values[:, : int(n_pos.max())].contiguous()
-        real = torch.arange(pos_ordered.shape[1], device=values.device) < n_pos.unsqueeze(1)
+        # The positives' values in ascending order, each unit's row padded with +inf past its own
+        # count: the target class's images gathered by class, then sorted within the unit.
+        order, starts = stats.labels.grouped
+        order = torch.as_tensor(order, device=device)
+        first = torch.as_tensor(starts, device=device)[target]
+        width = int(n_pos_count.max()) if n_units else 0
+        slot = torch.arange(width, device=device)
+        real = slot < n_pos_count.unsqueeze(1)
+        images = order[first.unsqueeze(1) + torch.minimum(slot, n_pos_count.unsqueeze(1) - 1)]
+        pos_values = torch.where(real, stats.activations[:, units].gather(0, images.T).T, torch.inf)
+        # As a sort of the whole row with the other images at +inf would: a NaN comes after every
+        # +inf, so only lands among the first ``width`` places when fewer non-NaN values precede it.
+        nan = torch.isnan(pos_values)
+        pos_ordered = torch.sort(pos_values.masked_fill(nan, torch.inf), dim=1).values
+        not_nan = n_images - nan.sum(1, keepdim=True)
+        pos_ordered = pos_ordered.masked_fill(slot >= not_nan, torch.nan).contiguous()
         below_all = torch.searchsorted(ordered, pos_ordered, side="left").double()
         upto_all = torch.searchsorted(ordered, pos_ordered, side="right").double()
         below_pos = torch.searchsorted(pos_ordered, pos_ordered, side="left").double()

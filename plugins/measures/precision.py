@@ -96,26 +96,18 @@ def tie_bounds(
     ``tied`` images equal to it. Where ``tied > slots``, class ``c`` gets between 0 and its ``t_c``
     tied images; the highest count gives one class all it can, the lowest spreads the places so
     that the fullest class is as small as possible (found by bisection on that size, all units at
-    once). Only straddling units read their activations again.
+    once). Only straddling units read their activations again. Which images are tied and above
+    does not depend on the labels (``TieLayout``, shared by every labelling of the statistics).
     """
     k = top.shape[0]
-    values = stats.activations.gather(0, top)
-    kth = values[-1]
-    above = values > kth
-    n_above = above.sum(0)
-    slots = k - n_above
-    tied = stats.count_at_or_above(kth) - n_above
-    straddling = (tied > slots).nonzero().squeeze(1)
+    layout = stats.label_free(f"precision_ties_{k}", lambda: TieLayout(stats, top))
+    straddling = layout.straddling
     lowest, highest = count.clone(), count.clone()
     if straddling.numel():
-        above_counts = torch.zeros((stats.n_classes, stats.n_units), dtype=torch.int64, device=stats.device)
-        above_counts.scatter_add_(0, top_classes, above.to(torch.int64))
-        above_counts = above_counts[:, straddling]
-        tied_counts = torch.zeros_like(above_counts)
-        boundary = kth[straddling]
-        for _, block, codes in stats.row_blocks(contiguous=False):
-            tied_counts.index_add_(0, codes, (block[:, straddling] == boundary).to(torch.int64))
-        free = slots[straddling]
+        above_counts = torch.zeros((stats.n_classes, straddling.numel()), dtype=torch.int64, device=stats.device)
+        above_counts.scatter_add_(0, top_classes[:, straddling], layout.above[:, straddling].to(torch.int64))
+        tied_counts = layout.tied_counts(stats)
+        free = layout.slots[straddling]
         highest[straddling] = (above_counts + torch.minimum(tied_counts, free)).amax(0)
         low = above_counts.amax(0)
         high = torch.full_like(low, k)
@@ -126,8 +118,51 @@ def tie_bounds(
             high = torch.where(fits, size, high)
             low = torch.where(fits, low, size + 1)
         lowest[straddling] = low
-    ties = torch.where(tied > slots, tied, 0)
-    return lowest, highest, ties
+    return lowest, highest, layout.ties
+
+
+class TieLayout:
+    """The label-free part of ``tie_bounds`` for one top-k ranking: which top-set images lie above
+    the k-th value, the places left for images tied with it, the units where the tied images
+    outnumber those places (``straddling``) and, when they are few enough to keep, where the tied
+    images of those units are."""
+
+    def __init__(self, stats: LayerStats, top: torch.Tensor):
+        k = top.shape[0]
+        values = stats.activations.gather(0, top)
+        kth = values[-1]
+        self.above = values > kth
+        n_above = self.above.sum(0)
+        self.slots = k - n_above
+        tied = stats.count_at_or_above(kth) - n_above
+        self.ties = torch.where(tied > self.slots, tied, 0)
+        self.straddling = (tied > self.slots).nonzero().squeeze(1)
+        self.boundary = kth[self.straddling]
+        self.tied_images: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.straddling.numel() and stats.reused:
+            n_tied = int(tied[self.straddling].sum())
+            if n_tied <= stats.activations.numel() // 4:  # pairs of int64 no larger than the chunk
+                rows, columns = [], []
+                for start, block, _ in stats.row_blocks(contiguous=False):
+                    row, column = (block[:, self.straddling] == self.boundary).nonzero(as_tuple=True)
+                    rows.append(row + start)
+                    columns.append(column)
+                self.tied_images = (torch.cat(rows), torch.cat(columns))
+
+    def tied_counts(self, stats: LayerStats) -> torch.Tensor:
+        """(classes, straddling units): how many images of each class are tied at the k-th value."""
+        tied_counts = torch.zeros(
+            (stats.n_classes, self.straddling.numel()), dtype=torch.int64, device=stats.device
+        )
+        if self.tied_images is not None:
+            rows, columns = self.tied_images
+            tied_counts.index_put_(
+                (stats.labels.codes[rows], columns), torch.ones_like(rows), accumulate=True
+            )
+            return tied_counts
+        for _, block, codes in stats.row_blocks(contiguous=False):
+            tied_counts.index_add_(0, codes, (block[:, self.straddling] == self.boundary).to(torch.int64))
+        return tied_counts
 
 
 @hookimpl
