@@ -11,7 +11,7 @@ its own: a shuffling is just another ``Labels``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -52,11 +52,13 @@ def null_distribution(
     seed: int,
     chunk_size: int | None = None,
     first: int = 0,
+    chunk_done: Callable[[], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """(permutations, units) of each column under seeded label shufflings, the same for any chunking.
 
     ``first`` skips that many shufflings of the seeded sequence: shufflings ``first`` to
     ``first + permutations`` of it, so blocks of shufflings computed apart add up to the whole.
+    ``chunk_done`` is called after each chunk of units, as in ``compute_layer``.
     """
     null = {column: np.empty((permutations, matrix.shape[1])) for column in columns}
     wanted = set(columns)
@@ -84,6 +86,9 @@ def null_distribution(
                     for column, values in measure_columns(measure, relabelled, label).items():
                         if column in wanted:
                             null[column][first + offset, chunk] = values
+        del stats
+        if chunk_done is not None:
+            chunk_done()
     return null
 
 

@@ -137,7 +137,9 @@ def measure_step(
             )
             if spec.chance is not None:
                 working = [(m, label) for m, label in measures if label not in errors]
-                out.chance[layer] = chance_step(spec, matrix, labels, working, out.results[layer])
+                out.chance[layer] = chance_step(
+                    spec, matrix, labels, working, out.results[layer], chunk_done=lambda: release(values)
+                )
             del matrix
             release(values)
             steps.advance()
@@ -154,11 +156,13 @@ def untrained_step(spec, model, data, layers, measured, labels, measures, plugin
     return out
 
 
-def chance_step(spec: RunSpec, matrix, labels: Labels, measures, results: dict[str, np.ndarray]) -> dict:
+def chance_step(spec: RunSpec, matrix, labels: Labels, measures, results: dict[str, np.ndarray], chunk_done=None) -> dict:
     """Adds each chosen column's null columns to ``results``; returns the layer's chance summary."""
     chance = spec.chance
     columns = [c for c in (chance.columns or value_columns(measures)) if c in results]
-    null = null_distribution(matrix, labels, measures, columns, permutations=chance.permutations, seed=chance.seed)
+    null = null_distribution(
+        matrix, labels, measures, columns, permutations=chance.permutations, seed=chance.seed, chunk_done=chunk_done
+    )
     summary = {}
     for column in columns:
         extra = summarise_null(results[column], null[column], column)
