@@ -22,8 +22,9 @@ class AMContext:
     """What an AM method gets from a run: the model, the measured layers and where to write.
 
     ``data`` is the run's data set and ``measured`` marks its rows that the measures used (the rows
-    of ``activations``); ``layer_settings`` holds each layer's ``pool``/``relu`` as the measures
-    took it; ``reporter`` hands out progress bars. All four are None/empty outside a run.
+    of ``activations``, which also holds the readings the method asked for in ``data_layers``);
+    ``layer_settings`` holds each layer's ``pool``/``relu`` as the measures took it; ``reporter``
+    hands out progress bars. All four are None/empty outside a run.
     """
 
     model: LoadedModel
@@ -49,6 +50,13 @@ class AMMethod(Plugin):
 
         Raise ``UserInputError`` naming the spec field (``am.layers[0]: ...``). Does nothing by default.
         """
+
+    def data_layers(self, model: LoadedModel, layers: list[ResolvedLayer]) -> list[ResolvedLayer]:
+        """Readings of the data set the method needs besides the run's layers (its objective on every
+        image, say), so that it needs no pass of its own: the run extracts and stores them with its
+        layers, in the same pass, and hands them over, unmeasured, in ``context.activations`` under
+        their labels. None by default."""
+        return []
 
     def run(self, context: AMContext) -> list[Path]:
         raise NotImplementedError

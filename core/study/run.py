@@ -126,6 +126,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     am_method = registry.get("am", spec.am.method)(spec.am.params()) if spec.am is not None else None
     if am_method is not None:
         am_method.validate(model, layers)  # unknown layers, units out of range: before any extraction
+    am_layers = am_method.data_layers(model, layers) if am_method is not None else []
     data = load_dataset(spec, registry, model.transform)
     timings["load"] = time.perf_counter() - started
     output_dir = Path(spec.output)
@@ -133,8 +134,9 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     write_resolved_spec(output_dir / "spec.resolved.yaml", spec)
 
     started = time.perf_counter()
-    extraction = extract_step(spec, model, data, layers, device, reporter, output_dir)
+    extraction = extract_step(spec, model, data, [*layers, *am_layers], device, reporter, output_dir)
     measured = measured_images(extraction, data)
+    am_readings = {layer.label: rows(extraction.activations.pop(layer.label), measured) for layer in am_layers}
     record_rows(output_dir, data.labels, measured, data.class_names, extraction.activations)
     activations = {label: rows(values, measured) for label, values in extraction.activations.items()}
     trim_heap()  # the decoding and forward passes' freed buffers, before the measures read the largest layer
@@ -189,7 +191,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
         context = AMContext(
             model=model,
             layers={layer.label: layer.module_name for layer in layers},
-            activations=activations,
+            activations={**activations, **am_readings},
             results=results,
             output_dir=output_dir,
             device=device,

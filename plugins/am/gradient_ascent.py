@@ -21,7 +21,7 @@ from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedModel
 from selectivity_eval.core.store.residency import release
 from selectivity_eval.plugins.am.dataset_max import dataset_maxima
-from selectivity_eval.core.extraction.extract import with_spec_layouts
+from selectivity_eval.core.extraction.extract import ResolvedLayer, with_spec_layouts
 from selectivity_eval.core.extraction.reduce import am_reduction
 from selectivity_eval.plugins.am.engine import layer_outputs, optimise_units
 from selectivity_eval.plugins.am.input_space import InputSpace, input_space
@@ -114,9 +114,29 @@ class GradientAscent(AMMethod):
         written.append(write_am_csv(context.output_dir / "am.csv", rows))
         return written
 
-    def _same_reduction(self, context: AMContext, plan: LayerPlan, setting) -> bool:
+    def data_layers(self, model: LoadedModel, layers) -> list[ResolvedLayer]:
+        """The objective on every image, for each AM layer whose measured activations are not it (a
+        ReLU, or another reduction of a map): read in the run's own pass, no second pass for data_max."""
+        model = with_spec_layouts(model, layers)
+        settings = {layer.label: layer for layer in layers}
+        _space, plans = self._plan(model, {layer.label: layer.module_name for layer in layers})
+        readings = []
+        for plan in plans:
+            if self._measured_is_objective(model, plan, settings.get(plan.label)):
+                continue
+            layout = model.layout_of(plan.module_name)
+            objective = am_reduction(plan.label, layout, self.params.objective)
+            readings.append(ResolvedLayer(objective_label(plan.label, self.params.objective), plan.module_name,
+                                          objective.pool, False, tokens=objective.tokens, layout=layout, pool_given=True))
+        return readings
+
+    def _measured_is_objective(self, model: LoadedModel, plan: LayerPlan, setting) -> bool:
         """Whether the measured activations are the AM objective's own reduction of the layer."""
-        objective = am_reduction(plan.label, context.model.layout_of(plan.module_name), self.params.objective)
+        if setting is None or setting.relu:
+            return False
+        if not plan.spatial:
+            return True
+        objective = am_reduction(plan.label, model.layout_of(plan.module_name), self.params.objective)
         return setting.reduction.describe(plan.shape) == objective.describe(plan.shape)
 
     def _data_maxima(self, context: AMContext, plans: list[LayerPlan], reporter: Reporter) -> dict[str, np.ndarray]:
@@ -124,10 +144,12 @@ class GradientAscent(AMMethod):
         when they are that same value (no ReLU, and the same reduction or no map), else one more pass."""
         maxima, missing = {}, {}
         for plan in plans:
-            setting = context.layer_settings.get(plan.label)
-            same = setting is not None and not setting.relu and (not plan.spatial or self._same_reduction(context, plan, setting))
+            reading = objective_label(plan.label, self.params.objective)
+            same = self._measured_is_objective(context.model, plan, context.layer_settings.get(plan.label))
             if same and plan.label in context.activations:
                 maxima[plan.label] = column_maxima(context.activations[plan.label])
+            elif reading in context.activations:  # read in the run's pass (data_layers)
+                maxima[plan.label] = column_maxima(context.activations[reading])
             elif context.data is not None:
                 missing[plan.label] = plan.module_name
         if missing:
@@ -190,6 +212,11 @@ def safe_name(label: str) -> str:
 @hookimpl
 def register_am_methods(register):
     register(GradientAscent)
+
+
+def objective_label(label: str, objective: str) -> str:
+    """The label under which a run stores the AM objective's reading of a layer (its store folder too)."""
+    return f"{label}.am-{objective}"
 
 
 def column_maxima(values: np.ndarray) -> np.ndarray:
