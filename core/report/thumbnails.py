@@ -12,7 +12,6 @@ same image often tops several units' cards.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 TILE = 72
@@ -39,25 +38,21 @@ def file_tile(path: str, max_pixels: int, tile: int = TILE):
     cannot be read or decoded, or declares more than ``max_pixels`` pixels (as the data set would refuse it)."""
     from PIL import Image
 
-    from selectivity_eval.plugins.datasets.image_files import _unreadable_errors
+    from selectivity_eval.plugins.datasets.image_files import read_rgb
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        with image:
-            width, height = image.size
-            if width * height > max_pixels:
-                return None
-            size = tile_size(width, height, tile)
-            if max(width, height) > tile:
-                image.draft("RGB", size)  # JPEG only (others ignore it): decode at 1/2, 1/4 or 1/8, still >= size
-            decoded = image.convert("RGB")
-    except _unreadable_errors():
+    original: list[tuple[int, int]] = []
+
+    def reduce(image) -> None:
+        original.append(image.size)
+        if max(image.size) > tile:  # JPEG only (others ignore it): decode at 1/2, 1/4 or 1/8, still >= the tile
+            image.draft("RGB", tile_size(*image.size, tile))
+
+    decoded = read_rgb(path, max_pixels, before_decoding=reduce)
+    if decoded is None:
         return None
-    if max(width, height) < tile:
+    if max(original[0]) < tile:
         return resize_to_tile(decoded, tile)  # small images: as the item path enlarges them
-    return decoded.resize(size, Image.BILINEAR)
+    return decoded.resize(tile_size(*original[0], tile), Image.BILINEAR)
 
 
 class Tiles:

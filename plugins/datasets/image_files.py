@@ -48,12 +48,14 @@ def _unreadable_errors() -> tuple[type[BaseException], ...]:
     return (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 
 
-def read_rgb(path: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+def read_rgb(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, before_decoding=None):
     """The image at ``path`` decoded as an RGB PIL image, or None when it cannot be read or decoded.
 
     An image of more than ``max_pixels`` pixels is refused from its header, before decoding: a
     small file can declare a huge image (a decompression bomb). Pillow's own warning for such
     images is silenced here, since the limit is ours; Pillow still refuses beyond ``PILLOW_MAX_PIXELS``.
+    ``before_decoding(image)`` is called on the opened, accepted image before it is decoded (the
+    report's tiles set a reduced JPEG decoding size there).
     """
     from PIL import Image
 
@@ -65,6 +67,8 @@ def read_rgb(path: str, max_pixels: int = DEFAULT_MAX_PIXELS):
             width, height = image.size
             if width * height > max_pixels:
                 return None
+            if before_decoding is not None:
+                before_decoding(image)
             return image.convert("RGB")  # convert() decodes the whole image, so truncation shows here
     except _unreadable_errors():
         return None
