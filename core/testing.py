@@ -6,8 +6,9 @@ pytest through the ``pytest11`` entry point, so every test session in that envir
 
 ``check_measure_contract`` checks what docs/plugins.md asks of a measure and what a machine can
 check: exactly the declared columns, each of shape (units,) and of the dtype its ``Column`` kind
-needs; the same result whatever the order of the images and whatever the chunk of units; the
-activations left unchanged. That a measure does not loop over units in Python is not checked.
+needs, and each the same when asked for alone; the same result whatever the order of the images
+and whatever the chunk of units; the activations left unchanged. That a measure does not loop
+over units in Python is not checked.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def check_measure_contract(
       shape (units,): class columns integer class codes in 0..C-1, flags ``torch.bool``, counts
       integers, values floating point and never infinite (NaN is allowed);
     - ``compute`` leaves the activations unchanged;
+    - ``compute_columns`` asked for any one column gives it as ``compute`` does (exactly);
     - the results are the same with the images shuffled (activations and labels together), with
       units computed ``chunk_sizes`` at a time, and when computed twice (value columns to
       ``rtol``/``atol``, NaN equal to NaN; the others exactly).
@@ -110,6 +112,7 @@ def check_measure_contract(
                  rtol, atol)
     _compare(whole, compute_measures(matrix, labels, [measure]), expected, name,
              "changes when computed a second time (it must be deterministic)", rtol, atol)
+    _check_single_columns(measure, name, matrix, Labels.from_array(labels))
     return whole
 
 
@@ -160,6 +163,16 @@ def _check_raw_output(measure: Measure, name: str, matrix: torch.Tensor, labels:
         if kind is Column.CLASS and values.numel() and not bool(((values >= 0) & (values < labels.n_classes)).all()):
             _fail(f"measure {name!r}: class column {column!r} must hold class codes 0..{labels.n_classes - 1} "
                   f"(the engine turns them into label values), got {values.unique().tolist()[:10]}")
+
+
+def _check_single_columns(measure: Measure, name: str, matrix: torch.Tensor, labels: Labels) -> None:
+    whole = measure.compute(LayerStats(matrix, labels))
+    for column in measure.columns:
+        alone = measure.compute_columns(LayerStats(matrix, labels), frozenset({column}))
+        if column not in alone:
+            _fail(f"measure {name!r}: compute_columns asked for {column!r} returned {list(alone)} without it")
+        if not np.array_equal(alone[column].cpu().numpy(), whole[column].cpu().numpy(), equal_nan=True):
+            _fail(f"measure {name!r}: column {column!r} from compute_columns differs from compute's")
 
 
 def _compare(expected: dict, actual: dict, kinds: dict, name: str, what: str, rtol: float, atol: float) -> None:

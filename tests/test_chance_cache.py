@@ -113,3 +113,40 @@ def test_reused_statistics_measure_the_same_as_fresh_ones():
         shared.count_above(thresholds).numpy(), LayerStats(matrix, labels).count_above(thresholds).numpy()
     )
     assert "sorted" in shared._label_free
+
+
+def test_shufflings_compute_only_the_tested_columns(monkeypatch):
+    """Testing precision alone never computes its tie-order columns, and changes no value."""
+    from selectivity_eval.plugins.measures import precision as precision_module
+
+    matrix, labels = tied_matrix(2)
+    measures = [(m, label) for m, label in instances() if label.startswith("precision")]
+    columns = [label for _, label in measures]
+    expected = from_scratch(matrix, labels, measures, columns)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tie bounds computed for a shuffling that does not test them")
+
+    monkeypatch.setattr(precision_module, "tie_bounds", refuse)
+    null = null_distribution(matrix, labels, measures, columns, permutations=PERMUTATIONS, seed=SEED)
+    for column in columns:
+        np.testing.assert_array_equal(null[column], expected[column], err_msg=column)
+    with pytest.raises(AssertionError, match="tie bounds computed"):
+        null_distribution(matrix, labels, measures, ["precision2_min"], permutations=1, seed=SEED)
+
+
+def test_measure_columns_returns_the_wanted_columns_and_names_a_missing_one():
+    matrix, labels = tied_matrix()
+    measure, label = instances()[2]
+    stats = LayerStats(matrix, labels)
+    assert list(measure_columns(measure, stats, label, {"precision2", "precision2_max"})) == [
+        "precision2",
+        "precision2_max",
+    ]
+
+    class Forgetful(type(measure)):
+        def compute_columns(self, stats, wanted):
+            return {"precision": torch.zeros(stats.n_units, dtype=torch.float64)}
+
+    with pytest.raises(ValueError, match=r"missing \['precision_min'\]"):
+        measure_columns(Forgetful(), stats, None, {"precision", "precision_min"})

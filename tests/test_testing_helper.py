@@ -36,13 +36,13 @@ def test_contract_data_is_tie_free_with_label_values_that_are_not_codes():
     assert (activations < 0).any() and len(set(np.bincount(labels)[[10, 20, 30, 40]])) > 1
 
 
-def _measure(compute, columns=None, name="broken"):
-    """A Measure subclass named ``name`` whose compute is ``compute(stats)``."""
-    return type(
-        "Broken",
-        (se.Measure,),
-        {"name": name, "columns": columns or {name: se.Column.VALUE}, "compute": lambda self, stats: compute(stats)},
-    )()
+def _measure(compute, columns=None, name="broken", compute_columns=None):
+    """A Measure subclass named ``name`` whose compute is ``compute(stats)`` (and, when given,
+    whose compute_columns is ``compute_columns(stats, wanted)``)."""
+    body = {"name": name, "columns": columns or {name: se.Column.VALUE}, "compute": lambda self, stats: compute(stats)}
+    if compute_columns is not None:
+        body["compute_columns"] = lambda self, stats, wanted: compute_columns(stats, wanted)
+    return type("Broken", (se.Measure,), body)()
 
 
 def _value(stats):
@@ -97,6 +97,18 @@ BROKEN = {
     "changes the activations": (
         _measure(lambda s: {"broken": s.activations.mul_(2).max(0).values.double()}),
         "changed the activations in place",
+    ),
+    "compute_columns leaves out a column": (
+        _measure(
+            lambda s: {"broken": _value(s), "broken_class": s.top_class},
+            {"broken": se.Column.VALUE, "broken_class": se.Column.CLASS},
+            compute_columns=lambda s, wanted: {"broken": _value(s)},
+        ),
+        "compute_columns asked for 'broken_class' returned \\['broken'\\] without it",
+    ),
+    "compute_columns differs from compute": (
+        _measure(lambda s: {"broken": _value(s)}, compute_columns=lambda s, wanted: {"broken": _value(s) + 1}),
+        "column 'broken' from compute_columns differs from compute's",
     ),
     "kind not a Column": (_measure(lambda s: {"broken": _value(s)}, {"broken": "value"}), "not a selectivity_eval.Column"),
 }

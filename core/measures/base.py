@@ -85,6 +85,15 @@ class Measure(Plugin):
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def compute_columns(self, stats: LayerStats, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
+        """At least the declared columns named in ``wanted`` (others returned are ignored).
+
+        Chance baselines recompute only the columns they test, once per label shuffling. A measure
+        whose other columns cost work of their own overrides this to skip that work; by default
+        it is ``compute``.
+        """
+        return self.compute(stats)
+
     def output_columns(self, label: str | None = None) -> dict[str, Column]:
         """Column names as they appear in results.
 

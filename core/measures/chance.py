@@ -11,7 +11,7 @@ its own: a shuffling is just another ``Labels``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Literal
 
 import numpy as np
@@ -60,36 +60,65 @@ def null_distribution(
     ``first + permutations`` of it, so blocks of shufflings computed apart add up to the whole.
     ``chunk_done`` is called after each chunk of units, as in ``compute_layer``.
     """
-    null = {column: np.empty((permutations, matrix.shape[1])) for column in columns}
-    wanted = set(columns)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(first):
-        labels.shuffled(generator)
-    shufflings = [labels.shuffled(generator) for _ in range(permutations)]
-    chunks = unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size)
-    for chunk in chunks:
-        # Kept for every shuffling: label-free work (the ranking, each unit's sorted activations)
-        # is done once per chunk.
+    collector = NullCollector(
+        labels, measures, columns, n_units=matrix.shape[1], permutations=permutations, seed=seed, first=first
+    )
+    for chunk in unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size):
         stats = LayerStats(matrix[:, chunk], labels, reused=True)
+        collector.add(stats, chunk)
+        del stats
+        if chunk_done is not None:
+            chunk_done()
+    return collector.null
+
+
+class NullCollector:
+    """A layer's null distributions, (permutations, units) per column, filled a chunk of units at a time.
+
+    ``add`` takes the chunk's statistics made with ``reused=True``, so the label-free work (the
+    ranking, each unit's sorted activations) is done once per chunk for every shuffling, and once
+    for the observed columns too when ``compute_layer`` hands over the statistics it measured.
+    """
+
+    def __init__(
+        self,
+        labels: Labels,
+        measures: Sequence[tuple[Measure, str]],
+        columns: Sequence[str],
+        *,
+        n_units: int,
+        permutations: int,
+        seed: int,
+        first: int = 0,
+    ):
+        self.labels = labels
+        self.measures = list(measures)
+        self.wanted = set(columns)
+        self.null = {column: np.empty((permutations, n_units)) for column in columns}
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(first):
+            labels.shuffled(generator)
+        self.shufflings = [labels.shuffled(generator) for _ in range(permutations)]
+
+    def add(self, stats: LayerStats, chunk: slice, skip: Collection[str] = ()) -> None:
+        """Every shuffling's chosen columns on one chunk; measures labelled in ``skip`` are left out."""
+        measures = [
+            (measure, label)
+            for measure, label in self.measures
+            if label not in skip and self.wanted.intersection(measure.output_columns(label))
+        ]
         # torch's class statistics of a batch of shufflings share each read of a row; the compiled
         # class pass is fast enough to run once per shuffling, when each relabelled chunk needs it.
         compiled = compiled_kernels(stats.activations) is not None
-        group = 1 if compiled else max(1, GROUP_BYTES // (labels.n_classes * stats.n_units * 16))
-        for first in range(0, permutations, group):
-            batch = shufflings[first : first + group]
+        group = 1 if compiled else max(1, GROUP_BYTES // (self.labels.n_classes * stats.n_units * 16))
+        for first in range(0, len(self.shufflings), group):
+            batch = self.shufflings[first : first + group]
             class_stats = [None] if compiled else stats.class_statistics([shuffled.codes for shuffled in batch])
             for offset, (shuffled, statistics) in enumerate(zip(batch, class_stats)):
                 relabelled = stats.relabelled(shuffled, statistics)
                 for measure, label in measures:
-                    if not wanted.intersection(measure.output_columns(label)):
-                        continue
-                    for column, values in measure_columns(measure, relabelled, label).items():
-                        if column in wanted:
-                            null[column][first + offset, chunk] = values
-        del stats
-        if chunk_done is not None:
-            chunk_done()
-    return null
+                    for column, values in measure_columns(measure, relabelled, label, self.wanted).items():
+                        self.null[column][first + offset, chunk] = values
 
 
 def summarise_null(observed: np.ndarray, null: np.ndarray, column: str) -> dict[str, np.ndarray]:
@@ -154,14 +183,15 @@ def chance_baselines(
     instances = [(m, m.name) for m in resolve_measures(measures, params)]
     matrix = as_activation_tensor(activations, device)
     label_info = Labels.from_array(labels, matrix.device)
-    observed = compute_layer(matrix, label_info, instances, chunk_size=chunk_size)
     chosen = list(columns) if columns is not None else value_columns(instances)
-    unknown = [column for column in chosen if column not in observed]
+    known = {column for measure, label in instances for column in measure.output_columns(label)}
+    unknown = [column for column in chosen if column not in known]
     if unknown:
         raise ValueError(f"no measure computes the column(s) {', '.join(unknown)}")
-    null = null_distribution(
-        matrix, label_info, instances, chosen, permutations=permutations, seed=seed, chunk_size=chunk_size
+    collector = NullCollector(
+        label_info, instances, chosen, n_units=matrix.shape[1], permutations=permutations, seed=seed
     )
+    observed = compute_layer(matrix, label_info, instances, chunk_size=chunk_size, each_chunk=collector.add)
     for column in chosen:
-        observed.update(summarise_null(observed[column], null[column], column))
+        observed.update(summarise_null(observed[column], collector.null[column], column))
     return observed

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,12 +98,15 @@ def compute_layer(
     failures: dict[str, BaseException] | None = None,
     layer: str = "activations",
     chunk_done: Callable[[], None] | None = None,
+    each_chunk: Callable[[LayerStats, slice], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every (measure, column label) pair on one layer, chunk by chunk of units.
 
     With ``failures`` given, a measure that raises is recorded there under its label and left out,
     and the other measures still complete; without it the error propagates. ``chunk_done`` is
-    called after each chunk (a run gives a memory-mapped layer's pages back there).
+    called after each chunk (a run gives a memory-mapped layer's pages back there). ``each_chunk``
+    gets each chunk's statistics, made with ``reused=True``, once its measures are taken: chance
+    baselines shuffle the labels of the same statistics (``NullCollector.add``).
     """
     if matrix.shape[0] != labels.n_images:
         raise ValueError(f"activations have {matrix.shape[0]} images (rows) but there are {labels.n_images} labels")
@@ -112,7 +115,7 @@ def compute_layer(
     finite: list[np.ndarray] = []
     chunks = unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size)
     for chunk in chunks:
-        stats = LayerStats(matrix[:, chunk], labels)
+        stats = LayerStats(matrix[:, chunk], labels, reused=each_chunk is not None)
         finite.append(stats.finite_units.cpu().numpy())
         for measure, label in measures:
             if failures is not None and label in failures:
@@ -126,6 +129,8 @@ def compute_layer(
                 continue
             for column, values in columns.items():
                 pieces.setdefault(column, []).append(values)
+        if each_chunk is not None:
+            each_chunk(stats, chunk)
         del stats
         if chunk_done is not None:
             chunk_done()
@@ -174,17 +179,35 @@ def _blank_invalid(values: np.ndarray, invalid: np.ndarray, kind: Column) -> np.
     return values
 
 
-def measure_columns(measure: Measure, stats: LayerStats, label: str | None = None) -> dict[str, np.ndarray]:
-    """Run one measure on one chunk and convert its output to numpy, checking the contract."""
-    raw = measure.compute(stats)
+def measure_columns(
+    measure: Measure, stats: LayerStats, label: str | None = None, wanted: Collection[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Run one measure on one chunk and convert its output to numpy, checking the contract.
+
+    ``wanted`` names the output columns needed (default: all); only those are returned, and the
+    measure is asked for them alone (``Measure.compute_columns``).
+    """
     declared = measure.columns
-    if set(raw) != set(declared):
-        raise ValueError(
-            f"measure {measure.name!r} returned columns {sorted(raw)} but declares {sorted(declared)}"
-        )
-    names = measure.output_columns(label)
+    names = dict(zip(declared, measure.output_columns(label)))
+    if wanted is None:
+        raw = measure.compute(stats)
+        if set(raw) != set(declared):
+            raise ValueError(
+                f"measure {measure.name!r} returned columns {sorted(raw)} but declares {sorted(declared)}"
+            )
+    else:
+        needed = frozenset(column for column, name in names.items() if name in wanted)
+        raw = measure.compute_columns(stats, needed)
+        missing, undeclared = needed - set(raw), set(raw) - set(declared)
+        if missing or undeclared:
+            raise ValueError(
+                f"measure {measure.name!r}: compute_columns returned columns {sorted(raw)} when asked for "
+                f"{sorted(needed)} (missing {sorted(missing)}, not declared {sorted(undeclared)})"
+            )
+        names = {column: name for column, name in names.items() if column in needed}
     out = {}
-    for (column, kind), name in zip(declared.items(), names):
+    for column, name in names.items():
+        kind = declared[column]
         values = raw[column]
         if tuple(values.shape) != (stats.n_units,):
             raise ValueError(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selectivity_eval.core.measures.chance import null_distribution, significant, summarise_null, value_columns
+from selectivity_eval.core.measures.chance import NullCollector, significant, summarise_null, value_columns
 from selectivity_eval.core.measures.compute import as_activation_tensor, compute_layer
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.distributed.executor import current_executor, remember_rows
@@ -128,18 +128,23 @@ def measure_step(
         for layer, values in activations.items():
             errors: dict[str, BaseException] = {}
             matrix = as_activation_tensor(values, device)
+            collector = None
+            if spec.chance is not None:
+                chance = spec.chance
+                collector = NullCollector(
+                    labels, measures, chance.columns or value_columns(measures), n_units=matrix.shape[1],
+                    permutations=chance.permutations, seed=chance.seed,
+                )
             out.results[layer] = compute_layer(
-                matrix, labels, measures, failures=errors, layer=layer, chunk_done=lambda: release(values)
+                matrix, labels, measures, failures=errors, layer=layer, chunk_done=lambda: release(values),
+                each_chunk=collector and (lambda stats, chunk: collector.add(stats, chunk, skip=errors)),
             )
             out.failures.extend(
                 MeasureFailureRecord(label, plugin_of[label], layer, f"{type(e).__name__}: {e}")
                 for label, e in errors.items()
             )
-            if spec.chance is not None:
-                working = [(m, label) for m, label in measures if label not in errors]
-                out.chance[layer] = chance_step(
-                    spec, matrix, labels, working, out.results[layer], chunk_done=lambda: release(values)
-                )
+            if collector is not None:
+                out.chance[layer] = chance_columns(spec.chance, out.results[layer], collector.null)
             del matrix
             release(values)
             steps.advance()
@@ -156,18 +161,14 @@ def untrained_step(spec, model, data, layers, measured, labels, measures, plugin
     return out
 
 
-def chance_step(spec: RunSpec, matrix, labels: Labels, measures, results: dict[str, np.ndarray], chunk_done=None) -> dict:
-    """Adds each chosen column's null columns to ``results``; returns the layer's chance summary."""
-    chance = spec.chance
-    columns = [c for c in (chance.columns or value_columns(measures)) if c in results]
-    null = null_distribution(
-        matrix, labels, measures, columns, permutations=chance.permutations, seed=chance.seed, chunk_done=chunk_done
-    )
+def chance_columns(chance, results: dict[str, np.ndarray], null: dict[str, np.ndarray]) -> dict:
+    """Adds the null columns of each tested column that ``results`` has (a failed measure's are
+    left out) to ``results``; returns the layer's chance summary."""
     summary = {}
-    for column in columns:
-        extra = summarise_null(results[column], null[column], column)
-        results.update(extra)
-        summary[column] = chance_entry(chance, results, column)
+    for column in null:
+        if column in results:
+            results.update(summarise_null(results[column], null[column], column))
+            summary[column] = chance_entry(chance, results, column)
     return summary
 
 

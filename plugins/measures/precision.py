@@ -13,6 +13,7 @@ from selectivity_eval.core.statistics.layer_stats import LayerStats
 from selectivity_eval.schemas.params import PluginParams
 
 GALE2019_TOP_N = 60
+TIE_COLUMNS = frozenset({"precision_min", "precision_max", "precision_ties", "precision_tied"})
 
 
 class PrecisionParams(PluginParams):
@@ -57,6 +58,10 @@ class Precision(Measure):
     }
 
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
+        return self.compute_columns(stats, frozenset(self.columns))
+
+    def compute_columns(self, stats: LayerStats, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
+        """The tie-order columns cost a pass over the tied images of each labelling: only on request."""
         k = min(self.params.top_n, stats.n_images)
         top = stats.top_indices(k)
         top_classes = stats.labels.codes[top]
@@ -75,15 +80,19 @@ class Precision(Measure):
             priority = counts * (k + 1) + (k - first_place)
         winning_run = torch.argmax(priority, dim=0, keepdim=True)
         best_count = counts.gather(0, winning_run).squeeze(0)
-        lowest, highest, ties = tie_bounds(stats, top, top_classes, best_count)
-        return {
+        out = {
             "precision_class": top_classes.gather(0, first_place.gather(0, winning_run)).squeeze(0),
             "precision": best_count.double() / k,
-            "precision_min": lowest.double() / k,
-            "precision_max": highest.double() / k,
-            "precision_ties": ties,
-            "precision_tied": lowest < highest,
         }
+        if wanted & TIE_COLUMNS:
+            lowest, highest, ties = tie_bounds(stats, top, top_classes, best_count)
+            out.update(
+                precision_min=lowest.double() / k,
+                precision_max=highest.double() / k,
+                precision_ties=ties,
+                precision_tied=lowest < highest,
+            )
+        return out
 
 
 def tie_bounds(
