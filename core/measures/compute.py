@@ -13,7 +13,7 @@ from selectivity_eval.core.statistics.labels import Labels
 from selectivity_eval.core.measures.base import Column, Measure
 from selectivity_eval.core.statistics.layer_stats import LayerStats
 
-DEFAULT_CHUNK_BYTES = 256 * 2**20
+DEFAULT_CHUNK_BYTES = 128 * 2**20
 CLASS_STATS_BYTES = 16 * 2**20
 
 
@@ -99,6 +99,7 @@ def compute_layer(
     layer: str = "activations",
     chunk_done: Callable[[], None] | None = None,
     each_chunk: Callable[[LayerStats, slice], None] | None = None,
+    read_chunk: Callable[[slice], torch.Tensor] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every (measure, column label) pair on one layer, chunk by chunk of units.
 
@@ -106,7 +107,8 @@ def compute_layer(
     and the other measures still complete; without it the error propagates. ``chunk_done`` is
     called after each chunk (a run gives a memory-mapped layer's pages back there). ``each_chunk``
     gets each chunk's statistics, made with ``reused=True``, once its measures are taken: chance
-    baselines shuffle the labels of the same statistics (``NullCollector.add``).
+    baselines shuffle the labels of the same statistics (``NullCollector.add``). ``read_chunk``
+    reads a chunk of units, ``matrix[:, chunk]`` by default (a run reads stored layers from file).
     """
     if matrix.shape[0] != labels.n_images:
         raise ValueError(f"activations have {matrix.shape[0]} images (rows) but there are {labels.n_images} labels")
@@ -115,7 +117,8 @@ def compute_layer(
     finite: list[np.ndarray] = []
     chunks = unit_chunks(matrix.shape[1], matrix.shape[0], labels.n_classes, matrix.element_size(), chunk_size)
     for chunk in chunks:
-        stats = LayerStats(matrix[:, chunk], labels, reused=each_chunk is not None)
+        part = read_chunk(chunk) if read_chunk is not None else matrix[:, chunk]
+        stats = LayerStats(part, labels, reused=each_chunk is not None)
         finite.append(stats.finite_units.cpu().numpy())
         for measure, label in measures:
             if failures is not None and label in failures:
@@ -131,7 +134,7 @@ def compute_layer(
                 pieces.setdefault(column, []).append(values)
         if each_chunk is not None:
             each_chunk(stats, chunk)
-        del stats
+        del stats, part
         if chunk_done is not None:
             chunk_done()
     failed = set(failures or ())

@@ -13,6 +13,7 @@ import yaml
 
 from selectivity_eval.core.measures.base import Column, Role
 from selectivity_eval.core.outputs import atomic
+from selectivity_eval.core.store.residency import row_blocks
 from selectivity_eval.schemas.spec import RunSpec
 
 LayerResults = dict[str, np.ndarray]
@@ -123,10 +124,15 @@ SUMMARY_UNITS = ("responsive", "all")
 
 def silent_units(matrix: Any) -> np.ndarray:
     """(units,) bool: units whose activation is the same for every image (a unit with a NaN is not)."""
-    values = np.asarray(matrix)
-    if values.shape[0] == 0:
-        return np.zeros(values.shape[1], dtype=bool)
-    return values.max(axis=0) == values.min(axis=0)
+    matrix = matrix if isinstance(matrix, np.ndarray) else np.asarray(matrix)
+    if matrix.shape[0] == 0:
+        return np.zeros(matrix.shape[1], dtype=bool)
+    highest = lowest = None
+    for _, block in row_blocks(matrix):  # a stored layer is read from its file, not mapped whole
+        top, bottom = block.max(axis=0), block.min(axis=0)
+        highest = top if highest is None else np.maximum(highest, top)
+        lowest = bottom if lowest is None else np.minimum(lowest, bottom)
+    return highest == lowest
 
 
 def summarise_layer(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.outputs import atomic
 from selectivity_eval.core.outputs.results import read_units_csv, write_json
+from selectivity_eval.core.store.residency import read_units
 
 ROWS_FILE = "rows.json"
 
@@ -68,14 +70,23 @@ class FinishedRun:
 
     def activations(self, layer: str) -> np.ndarray:
         """The layer's stored activations of the measured rows (images x units), read from disk."""
+        values = self._stored(layer)
+        return values if self.measured.all() else values[self.measured]
+
+    def unit_activations(self, layer: str, units: Sequence[int]) -> np.ndarray:
+        """Some units' stored activations of the measured rows (images x units), read from the file
+        without mapping the rest of the layer (``read_units``)."""
+        block = read_units(self._stored(layer), list(units))
+        return block if self.measured.all() else block[self.measured]
+
+    def _stored(self, layer: str) -> np.ndarray:
         path = self.activation_files.get(layer)
         if path is None or not path.is_file():
             raise UserInputError(
                 f"The activations of layer {layer!r} are not in {self.directory / 'activations'}; "
                 "run the study again to rebuild them."
             )
-        values = np.load(path, mmap_mode="r")
-        return values if self.measured.all() else values[self.measured]
+        return np.load(path, mmap_mode="r")
 
     def column_kind(self, column: str) -> str | None:
         """The column's kind as summary.json records it (``value``, ``class``, ``count``, ``flag``)."""

@@ -11,7 +11,6 @@ import numpy as np
 
 from selectivity_eval.core.report.dataset_images import DatasetImages, top_images_grid, top_rows
 from selectivity_eval.core.report.inputs import FinishedRun
-from selectivity_eval.core.store.residency import release
 from selectivity_eval.plugins.measures.precision import GALE2019_TOP_N
 
 
@@ -110,9 +109,7 @@ def build_cards(
     units = sorted(chosen)
     block = None
     if units:
-        stored = run.activations(layer)
-        block = np.asarray(stored[:, units], dtype=np.float64)
-        release(stored)
+        block = run.unit_activations(layer, units).astype(np.float64)
     rows_of_measured = np.flatnonzero(run.measured)
     class_ids, names = measured_classes(run)
     figure = JitterFigure(names) if units else None
@@ -178,9 +175,11 @@ def unit_jitterplot(run: FinishedRun, layer: str, unit: int, seed: int, activati
     """The jitterplot of a unit's activations by class, as its card shows it (``plots.jitterplot``)."""
     from selectivity_eval.core.report import plots
 
-    activations = run.activations(layer) if activations is None else activations
     class_ids, names = measured_classes(run)
-    values = np.asarray(activations[:, unit], dtype=np.float64)
+    if activations is None:
+        values = run.unit_activations(layer, [unit])[:, 0].astype(np.float64)
+    else:
+        values = np.asarray(activations[:, unit], dtype=np.float64)
     return plots.jitterplot(
         values, class_ids, names, title=f"{layer}, unit {unit}",
         seed=hash_seed(seed, run.layers.index(layer), unit), top_n=precision_top_ns(run),

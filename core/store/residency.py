@@ -7,6 +7,11 @@ of those pages (``madvise(MADV_DONTNEED)``); the data stays in the file and in t
 shared mapping's changes are never discarded, and the store flushes before releasing), so the next
 read maps them again without touching the disk. The process then holds at most the layer it is
 working on.
+
+Reading a few columns of a mapped layer would still map every page of it (each row's columns share
+their pages with the neighbours', and the kernel maps pages around each one touched), so the
+measures read a chunk of units through ``read_units`` instead: file reads into one small buffer,
+which add the chunk's copy to the process and none of the layer.
 """
 
 from __future__ import annotations
@@ -14,8 +19,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import mmap
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def file_mapping(array) -> mmap.mmap | None:
@@ -45,3 +55,80 @@ def trim_heap() -> None:
     libc = ctypes.CDLL(name)
     if hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+
+
+READ_BLOCK_BYTES = 16 * 2**20
+
+
+def read_units(array: np.ndarray, units: slice | Sequence[int]) -> np.ndarray:
+    """Columns ``units`` (a slice or unit indices) of a 2-D array, as a contiguous copy read from its
+    file when it is a whole memory-mapped file (so no page of the mapping becomes resident), else
+    ``array[:, units]``."""
+    if not _whole_mapping(array):
+        return array[:, units]
+    out = np.empty((array.shape[0], len(np.arange(array.shape[1])[units])), dtype=array.dtype)
+    for start, block in row_blocks(array):
+        out[start : start + len(block)] = block[:, units]
+    return out
+
+
+def row_blocks(array: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, block of rows) of a 2-D array, in order; read from its file into one buffer, reused
+    for every block, when it is a whole memory-mapped file, else views of the array."""
+    n_rows, width = array.shape
+    row_bytes = width * array.itemsize
+    step = max(1, READ_BLOCK_BYTES // max(1, row_bytes))
+    if not _whole_mapping(array):
+        for start in range(0, n_rows, step):
+            yield start, array[start : start + step]
+        return
+    buffer = np.empty((min(step, n_rows), width), dtype=array.dtype)
+    with open(array.filename, "rb", buffering=0) as file:
+        for start in range(0, n_rows, step):
+            block = buffer[: min(step, n_rows - start)]
+            view, done = memoryview(block).cast("B"), 0
+            while done < view.nbytes:
+                read = os.preadv(file.fileno(), [view[done:]], array.offset + start * row_bytes + done)
+                if read == 0:
+                    raise OSError(f"{array.filename}: the file ends before row {start + len(block)} of {n_rows}")
+                done += read
+            yield start, block
+
+
+def _whole_mapping(array: np.ndarray) -> bool:
+    """A C-ordered 2-D array made by mapping its file, whose ``offset`` is therefore its own (a view
+    of one keeps the offset of the whole)."""
+    return (
+        isinstance(array, np.memmap)
+        and isinstance(array.base, mmap.mmap)
+        and getattr(array, "filename", None) is not None
+        and getattr(array, "offset", None) is not None
+        and array.ndim == 2
+        and array.flags.c_contiguous
+    )
+
+
+def page_out_weights(module: torch.nn.Module, directory: Path) -> bool:
+    """Move a CPU module's parameters and buffers into a private map of a file, unlinked at once.
+
+    Between extraction and AM the network sits idle while the measures need memory; its weights
+    (0.23 GiB for AlexNet) then take none, and come back from the page cache when next used. The
+    values, layouts and ``requires_grad`` stay as they were. False (weights left in memory) for a
+    module with tensors off the CPU, or when the file cannot be written (a full disk, say).
+    """
+    tensors = module.state_dict()
+    if not tensors or any(tensor.device.type != "cpu" for tensor in tensors.values()):
+        return False
+    try:
+        handle, name = tempfile.mkstemp(prefix=".weights-", suffix=".pt", dir=directory)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(tensors, file)
+        module.load_state_dict(torch.load(name, mmap=True, weights_only=True, map_location="cpu"), assign=True)
+    except (OSError, RuntimeError):
+        return False
+    finally:
+        os.unlink(name)
+    return True

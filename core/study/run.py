@@ -42,7 +42,7 @@ from selectivity_eval.core.study.steps import (
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.core.sources.loading import load_dataset_source, load_model_source
 from selectivity_eval.core.statistics.backend import kernel_mode
-from selectivity_eval.core.store.residency import release, trim_heap
+from selectivity_eval.core.store.residency import page_out_weights, release, row_blocks, trim_heap
 from selectivity_eval.schemas.spec import RunSpec
 
 
@@ -139,6 +139,7 @@ def _run_spec(spec: RunSpec, *, reporter: Reporter | None = None, registry: Regi
     am_readings = {layer.label: rows(extraction.activations.pop(layer.label), measured) for layer in am_layers}
     record_rows(output_dir, data.labels, measured, data.class_names, extraction.activations)
     activations = {label: rows(values, measured) for label, values in extraction.activations.items()}
+    page_out_weights(model.module, output_dir)  # idle until AM, while the measures need the memory
     trim_heap()  # the decoding and forward passes' freed buffers, before the measures read the largest layer
     timings["extract"] = time.perf_counter() - started
 
@@ -223,7 +224,7 @@ def flag_silent_units(results: dict[str, dict[str, np.ndarray]], activations) ->
 def summarise(results, kinds, roles, activations, chance, units: str = "responsive") -> dict[str, Any]:
     summary = {layer: summarise_layer(columns, kinds, roles, units) for layer, columns in results.items()}
     for layer, matrix in activations.items():
-        summary[layer]["signed_activations"] = bool((matrix < 0).any())
+        summary[layer]["signed_activations"] = any(bool((block < 0).any()) for _, block in row_blocks(matrix))
         release(matrix)
         if layer in chance:
             summary[layer]["chance"] = chance[layer]

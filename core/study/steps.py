@@ -19,7 +19,7 @@ from selectivity_eval.core.measures.base import Measure
 from selectivity_eval.core.cli.progress import Reporter
 from selectivity_eval.core.sources.base import LoadedDataset, LoadedModel
 from selectivity_eval.core.store.activation_store import ActivationStore, content_key
-from selectivity_eval.core.store.residency import release
+from selectivity_eval.core.store.residency import read_units, release
 from selectivity_eval.schemas.spec import RunSpec
 
 NOT_CONTENT_PARAMS = frozenset({"workers", "on_unreadable", "correct_only", "class_to_model_index"})
@@ -138,6 +138,7 @@ def measure_step(
             out.results[layer] = compute_layer(
                 matrix, labels, measures, failures=errors, layer=layer, chunk_done=lambda: release(values),
                 each_chunk=collector and (lambda stats, chunk: collector.add(stats, chunk, skip=errors)),
+                read_chunk=lambda chunk: as_activation_tensor(read_units(values, chunk), device),
             )
             out.failures.extend(
                 MeasureFailureRecord(label, plugin_of[label], layer, f"{type(e).__name__}: {e}")
