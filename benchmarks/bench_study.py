@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kill-resume", action="store_true", help="Also kill a run at half of extraction and resume.")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "selectivity-eval-bench",
                         help="Where generated layouts are kept between runs.")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="Keep the runs' outputs here (a rerun of a kept study reuses its activations).")
     args = parser.parse_args(argv)
     classes = args.classes or max(1, min(1000, args.images // 50))
 
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
           f"(layout ready in {time.perf_counter() - started:.1f} s: {images.parent}); {cores} CPU cores, "
           f"load average {os.getloadavg()[0]:.1f} at the start, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    work = Path(tempfile.mkdtemp(prefix="bench-study-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-study-"))
     try:
         def spec_for(name: str, **changes) -> dict:
             spec = study_spec(images, devkit, work / name / "run", permutations=args.permutations,
@@ -229,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"({sorted(set(cache.values()))}); killed + rerun {total / study['wall']:.2f}x the uninterrupted run "
                   f"(target 1.1x); units.csv byte-identical: {same}")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
