@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import threading
 import sys
@@ -231,3 +232,18 @@ def test_the_warm_up_compiles_both_passes_for_float32(monkeypatch):
     backend.kernels_ready(Reporter(quiet=True))
     for kernel in (kernels._class_pass, kernels._candidate_pass):
         assert any(str(signature[0]).startswith("array(float32") for signature in kernel.signatures), kernel
+
+
+def test_the_compiled_passes_leave_torchs_thread_count_alone():
+    """numba's OpenMP layer resets the thread's OpenMP count when it starts; a process (a dask worker)
+    that runs torch on one thread must keep doing so after the kernels ran, or its torch operations
+    take both cores and two such workers run three times slower."""
+    code = (
+        "import torch\n"
+        "from selectivity_eval.core.statistics import kernels\n"
+        "kernels.warm_up()\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == ["1"]

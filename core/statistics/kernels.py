@@ -43,9 +43,18 @@ def _threads() -> int:
 
 
 def _run(kernel, *args) -> None:
+    """Launch ``kernel`` on ``_threads()`` threads, leaving torch's thread count as it was.
+
+    numba's OpenMP threading layer sets the calling thread's OpenMP thread count, which torch
+    shares, to its pool's size when it starts: a process that runs torch on one thread (a dask
+    worker, say) would otherwise run every later torch operation on every core.
+    """
+    torch_threads = torch.get_num_threads()
     with _launch:
         numba.set_num_threads(_threads())
         kernel(*args)
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
 
 
 def _rows(activations: torch.Tensor) -> tuple[np.ndarray, int]:
