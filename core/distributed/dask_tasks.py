@@ -1,7 +1,7 @@
 """What dask workers run: extraction shards, measure chunks, blocks of shufflings and their summaries.
 
-Every task reads the activation store by path (``np.load(..., mmap_mode="c")``: a private,
-copy-on-write map that never writes the file) and returns only small results: per-unit columns,
+Every task reads the activation store by path (a measure task reads its chunk of units with file
+reads, ``read_units``, so no worker holds a whole layer) and returns only small results: per-unit columns,
 shard records. Each worker process loads a model and its data set once and keeps them (``loaded``)
 for every later task of the same run or sweep. These functions import nothing from dask, so they
 run (and are tested) in any process.
@@ -22,6 +22,7 @@ from selectivity_eval.core.measures.chance import null_distribution, summarise_n
 from selectivity_eval.core.measures.compute import as_activation_tensor, compute_layer
 from selectivity_eval.core.errors import UserInputError
 from selectivity_eval.core.distributed.executor import StoredRows
+from selectivity_eval.core.store.residency import read_units
 from selectivity_eval.core.extraction.extract import InMemoryStore, ResolvedLayer, _run_model, readable_items
 from selectivity_eval.core.statistics.labels import Labels
 from selectivity_eval.core.store.shards import mark_done, open_rows, shard_done
@@ -160,7 +161,7 @@ def _path(job: ExtractJob, layer: ResolvedLayer):
 def chunk_matrix(source: StoredRows | np.ndarray, first: int, last: int, device: str):
     """Units ``first`` to ``last`` of a layer (only its measured rows), read from the store by path."""
     if isinstance(source, StoredRows):
-        values = np.load(source.path, mmap_mode="c")[:, first:last]
+        values = read_units(np.load(source.path, mmap_mode="r"), slice(first, last))
         if source.rows is not None:
             values = values[source.rows]
     else:
