@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -128,17 +129,17 @@ def measure_step(
         for layer, values in activations.items():
             errors: dict[str, BaseException] = {}
             matrix = as_activation_tensor(values, device)
-            collector = None
+            collector, each_chunk = None, None
             if spec.chance is not None:
                 chance = spec.chance
                 collector = NullCollector(
                     labels, measures, chance.columns or value_columns(measures), n_units=matrix.shape[1],
                     permutations=chance.permutations, seed=chance.seed,
                 )
+                each_chunk = partial(collector.add, skip=errors)
             out.results[layer] = compute_layer(
                 matrix, labels, measures, failures=errors, layer=layer, chunk_done=lambda: release(values),
-                each_chunk=collector and (lambda stats, chunk: collector.add(stats, chunk, skip=errors)),
-                read_chunk=lambda chunk: as_activation_tensor(read_units(values, chunk), device),
+                each_chunk=each_chunk, read_chunk=lambda chunk: as_activation_tensor(read_units(values, chunk), device),
             )
             out.failures.extend(
                 MeasureFailureRecord(label, plugin_of[label], layer, f"{type(e).__name__}: {e}")
