@@ -128,7 +128,7 @@ def measure_step(
         steps = reporter.steps(description, len(activations))
         for layer, values in activations.items():
             errors: dict[str, BaseException] = {}
-            matrix = as_activation_tensor(values, device)
+            matrix = as_activation_tensor(values)  # where chunks come from; read_chunk moves each to the device
             collector, each_chunk = None, None
             if spec.chance is not None:
                 chance = spec.chance
