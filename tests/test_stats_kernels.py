@@ -87,6 +87,31 @@ def test_compiled_statistics_equal_torch_statistics_bit_for_bit(monkeypatch, lay
         assert torch.equal(bits(compiled[numbers]), bits(expected[numbers])), name
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "column slice"])
+def test_shufflings_class_statistics_equal_torch_and_the_full_pass_bit_for_bit(monkeypatch, layout):
+    """The shufflings' lighter pass (max, min, sum only) against torch's batch and the full class pass."""
+    matrix, labels = awkward_matrix(3, n_units=2100)  # wider than one block of units
+    tensor = torch.from_numpy(matrix)
+    if layout == "column slice":
+        tensor = torch.from_numpy(np.hstack([matrix, matrix[:, :7]]))[:, : matrix.shape[1]]
+    generator = torch.Generator().manual_seed(0)
+    labellings = [Labels.from_array(labels).shuffled(generator) for _ in range(3)]
+    results = {}
+    for mode in ("compiled", "torch"):
+        monkeypatch.setenv(KERNELS_VARIABLE, mode)
+        results[mode] = LayerStats(tensor, labellings[0]).class_statistics(labellings)
+    monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
+    full = [LayerStats(tensor, labelling) for labelling in labellings]
+    for compiled, plain, stats in zip(results["compiled"], results["torch"], full):
+        assert compiled[3] is None
+        for ours, theirs, whole in zip(compiled[:3], plain[:3], (stats.class_max, stats.class_min, stats.class_sum)):
+            assert ours.dtype == theirs.dtype
+            assert torch.equal(ours.isnan(), theirs.isnan()) and torch.equal(ours.isnan(), whole.isnan())
+            numbers = ~theirs.isnan()
+            assert torch.equal(bits(ours[numbers]), bits(theirs[numbers]))
+            assert torch.equal(bits(ours[numbers]), bits(whole[numbers]))
+
+
 def test_the_class_sums_are_float64_for_float32_input(monkeypatch):
     """1e8 + 1 - 1e8 is 1 in float64; a float32 running sum loses the 1 and gives 0."""
     monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
@@ -182,7 +207,7 @@ def test_class_sums_of_squares_give_each_class_variance(monkeypatch, mode):
         np.testing.assert_allclose(stats.class_variance[c].numpy(), rows.var(0), rtol=1e-9)
     shuffled = rng.permutation(labels)
     relabelled_info = Labels.from_array(shuffled)
-    batch = stats.class_statistics([relabelled_info.codes])[0]
+    batch = stats.class_statistics([relabelled_info])[0]
     assert batch[3] is None
     relabelled = stats.relabelled(relabelled_info, batch)
     for c in range(7):

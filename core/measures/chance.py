@@ -108,12 +108,12 @@ class NullCollector:
             if label not in skip and self.wanted.intersection(measure.output_columns(label))
         ]
         # torch's class statistics of a batch of shufflings share each read of a row; the compiled
-        # class pass is fast enough to run once per shuffling, when each relabelled chunk needs it.
+        # pass reads a labelling's classes in turn, so batching it would only hold more memory.
         compiled = compiled_kernels(stats.activations) is not None
         group = 1 if compiled else max(1, GROUP_BYTES // (self.labels.n_classes * stats.n_units * 16))
         for first in range(0, len(self.shufflings), group):
             batch = self.shufflings[first : first + group]
-            class_stats = [None] if compiled else stats.class_statistics([shuffled.codes for shuffled in batch])
+            class_stats = stats.class_statistics(batch)
             for offset, (shuffled, statistics) in enumerate(zip(batch, class_stats)):
                 relabelled = stats.relabelled(shuffled, statistics)
                 for measure, label in measures:

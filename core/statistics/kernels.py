@@ -1,4 +1,4 @@
-"""Compiled CPU kernels (numba) for the two passes ``LayerStats`` makes over a chunk of activations.
+"""Compiled CPU kernels (numba) for the passes ``LayerStats`` makes over a chunk of activations.
 
 Why compiled: in torch, each class statistic is its own scatter over every activation, and the
 top-k candidates need a boolean mask as large as the chunk; on a CPU those passes, not the
@@ -117,6 +117,37 @@ def _class_pass(
 
 
 @numba.njit(parallel=True, cache=True, boundscheck=False, nogil=True)
+def _light_class_pass(values, stride, width, order, starts, maxima, minima, sums):  # pragma: no cover - compiled
+    for c in numba.prange(starts.shape[0] - 1):
+        high = np.empty(UNITS_PER_BLOCK, values.dtype)
+        low = np.empty(UNITS_PER_BLOCK, values.dtype)
+        total = np.empty(UNITS_PER_BLOCK, np.float64)
+        for j0 in range(0, width, UNITS_PER_BLOCK):
+            w = min(width - j0, UNITS_PER_BLOCK)
+            high[:w] = -np.inf
+            low[:w] = np.inf
+            total[:w] = 0.0
+            for p in range(starts[c], starts[c + 1]):
+                base = order[p] * stride + j0
+                for j in range(w):
+                    x = values[base + j]
+                    peak = high[j]  # ``max(x, peak)`` as _class_pass takes it, written so that it vectorises
+                    high[j] = peak if peak > x else x
+                    trough = low[j]
+                    low[j] = trough if trough < x else x
+                    total[j] += np.float64(x)
+            for j in range(w):
+                if np.isnan(total[j]):
+                    for p in range(starts[c], starts[c + 1]):
+                        if np.isnan(values[order[p] * stride + j0 + j]):
+                            high[j] = np.nan
+                            low[j] = np.nan
+            maxima[c, j0 : j0 + w] = high[:w]
+            minima[c, j0 : j0 + w] = low[:w]
+            sums[c, j0 : j0 + w] = total[:w]
+
+
+@numba.njit(parallel=True, cache=True, boundscheck=False, nogil=True)
 def _candidate_pass(
     values, stride, width, order, starts, maxima, second, first_at_max, bound, limit, block, insertion_sort_max,
     image, value, count,
@@ -198,6 +229,28 @@ def class_extremes_and_sums(activations: torch.Tensor, labels: Labels):
     return statistics, (torch.from_numpy(second), torch.from_numpy(first_at_max))
 
 
+def class_extremes_and_sums_of(activations: torch.Tensor, labellings: list[Labels]):
+    """Each class's maximum, minimum and float64 sum under each labelling, bit-identical to
+    ``class_extremes_and_sums`` but without its sums of squares and what the candidate pass needs.
+
+    For label shufflings, whose ranking is shared and whose measures rarely ask for variances:
+    about 1.5 times as fast (1,024 fc6 units of 50,000 images on one thread: 79 ms -> 53 ms).
+    Returns one (maxima, minima, sums, None) per labelling, each (classes, units).
+    """
+    values, stride = _rows(activations)
+    width = activations.shape[1]
+    out = []
+    for labels in labellings:
+        order, starts = labels.grouped
+        shape = (labels.n_classes, width)
+        maxima = np.empty(shape, dtype=values.dtype)
+        minima = np.empty(shape, dtype=values.dtype)
+        sums = np.empty(shape, dtype=np.float64)
+        _run(_light_class_pass, values, stride, width, order, starts, maxima, minima, sums)
+        out.append((torch.from_numpy(maxima), torch.from_numpy(minima), torch.from_numpy(sums), None))
+    return out
+
+
 def candidates_at_or_above(
     activations: torch.Tensor,
     labels: Labels,
@@ -262,3 +315,4 @@ def warm_up() -> None:
     labels = Labels.from_array(np.array([0, 0, 1, 1, 2, 2]), activations.device)
     (maxima, _minima, _sums, _squares), runners_up = class_extremes_and_sums(activations, labels)
     candidates_at_or_above(activations, labels, maxima, runners_up, maxima.amin(0), 4)
+    class_extremes_and_sums_of(activations, [labels])

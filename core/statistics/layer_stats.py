@@ -149,15 +149,19 @@ class LayerStats:
         if kernels is not None:
             statistics, self._runners_up = kernels.class_extremes_and_sums(self.activations, self.labels)
             return statistics
-        return self.class_statistics([self.labels.codes], squares=True)[0]
+        return self.class_statistics([self.labels], squares=True)[0]
 
-    def class_statistics(self, labellings: list[torch.Tensor], squares: bool = False) -> list[ClassStatistics]:
-        """Each class's maximum, minimum and float64 sum under several labellings, in one pass, and
-        with ``squares`` its float64 sum of squares (else None, computed later if a measure asks).
+    def class_statistics(self, labellings: list[Labels], squares: bool = False) -> list[ClassStatistics]:
+        """Each class's maximum, minimum and float64 sum under several labellings (of these images),
+        and with ``squares`` its float64 sum of squares (else None, computed later if a measure asks).
 
-        Each block of rows is read once and scattered once per labelling while it is in cache,
-        which is what makes many label shufflings cheap.
+        The compiled pass reads each labelling's classes in turn (``class_extremes_and_sums_of``).
+        In torch each block of rows is read once and scattered once per labelling while it is in
+        cache, which is what makes many label shufflings cheap there.
         """
+        kernels = compiled_kernels(self.activations)
+        if kernels is not None and not squares:
+            return kernels.class_extremes_and_sums_of(self.activations, labellings)
         shape = (self.n_classes, self.n_units)
         dtype, device = self.activations.dtype, self.device
         out = [
@@ -172,8 +176,8 @@ class LayerStats:
         for start, block, _ in self.row_blocks():
             wide = block.to(torch.float64)
             wide_squared = wide * wide if squares else None
-            for codes, (maxima, minima, sums, sums_of_squares) in zip(labellings, out):
-                rows = codes[start : start + len(block)]
+            for labels, (maxima, minima, sums, sums_of_squares) in zip(labellings, out):
+                rows = labels.codes[start : start + len(block)]
                 index = rows.unsqueeze(1).expand(-1, self.n_units)
                 maxima.scatter_reduce_(0, index, block, "amax")
                 minima.scatter_reduce_(0, index, block, "amin")
@@ -206,7 +210,7 @@ class LayerStats:
         """
         statistics = self._class_extremes_and_sums
         if statistics[3] is None:
-            fresh = self.class_statistics([self.labels.codes], squares=True)[0]
+            fresh = self.class_statistics([self.labels], squares=True)[0]
             statistics = self.__dict__["_class_extremes_and_sums"] = (*statistics[:3], fresh[3])
         return statistics[3]
 
