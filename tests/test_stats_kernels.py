@@ -51,6 +51,8 @@ def statistics(stats: LayerStats, k: int) -> dict[str, torch.Tensor]:
         "count_above": stats.count_above(thresholds),
         "count_at_or_above": stats.count_at_or_above(thresholds),
         "finite_units": stats.finite_units,
+        "top_class": stats.top_class,
+        "top_mean_class": stats.top_mean_class,
     }
 
 

@@ -148,6 +148,24 @@ def _light_class_pass(values, stride, width, order, starts, maxima, minima, sums
 
 
 @numba.njit(parallel=True, cache=True, boundscheck=False, nogil=True)
+def _argmax_pass(table, block, best):  # pragma: no cover - compiled
+    rows, width = table.shape
+    for b in numba.prange((width + block - 1) // block):
+        j0 = b * block
+        j1 = min(width, j0 + block)
+        peak = table[0, j0:j1].copy()
+        at = np.zeros(j1 - j0, np.int64)
+        for r in range(1, rows):
+            row = table[r, j0:j1]
+            for j in range(j1 - j0):
+                x = row[j]
+                better = x > peak[j] or (np.isnan(x) and not np.isnan(peak[j]))
+                peak[j] = x if better else peak[j]
+                at[j] = r if better else at[j]
+        best[j0:j1] = at
+
+
+@numba.njit(parallel=True, cache=True, boundscheck=False, nogil=True)
 def _candidate_pass(
     values, stride, width, order, starts, maxima, second, first_at_max, bound, limit, block, insertion_sort_max,
     image, value, count,
@@ -251,6 +269,17 @@ def class_extremes_and_sums_of(activations: torch.Tensor, labellings: list[Label
     return out
 
 
+def argmax_over_rows(table: torch.Tensor) -> torch.Tensor:
+    """``torch.argmax(table, dim=0)`` of a contiguous (rows, columns) table: the first row holding
+    each column's highest value, a NaN counting as highest. torch reduces across rows several times
+    slower; here each row is read in turn, a block of columns per thread."""
+    values = table.contiguous().numpy()
+    best = np.empty(values.shape[1], dtype=np.int64)
+    block = max(256, -(-values.shape[1] // _threads()))
+    _run(_argmax_pass, values, block, best)
+    return torch.from_numpy(best)
+
+
 def candidates_at_or_above(
     activations: torch.Tensor,
     labels: Labels,
@@ -316,3 +345,4 @@ def warm_up() -> None:
     (maxima, _minima, _sums, _squares), runners_up = class_extremes_and_sums(activations, labels)
     candidates_at_or_above(activations, labels, maxima, runners_up, maxima.amin(0), 4)
     class_extremes_and_sums_of(activations, [labels])
+    argmax_over_rows(maxima)

@@ -35,8 +35,8 @@ class LayerStats:
     Per class (classes x units): ``class_max``, ``class_min``, ``class_sum``, ``class_sum_squares``,
     ``class_mean``, ``class_variance``. Per unit (units,): ``unit_max``, ``unit_min``,
     ``total_sum``, ``finite_units``, ``constant_units``, ``top_class`` (the class of the single
-    highest activation, *not* of the highest mean: that is ``argmax(class_mean)``, as CCMAS uses),
-    ``runner_up_max``. Per ranking: ``top_indices(k)``, ``count_above(thresholds)``,
+    highest activation, *not* of the highest mean: that is ``top_mean_class``, as CCMAS uses),
+    ``top_mean_class``, ``runner_up_max``. Per ranking: ``top_indices(k)``, ``count_above(thresholds)``,
     ``count_at_or_above(thresholds)``, ``sorted_activations()``. Each docstring below says its
     exact definition.
 
@@ -263,7 +263,19 @@ class LayerStats:
         Not the class of the highest mean (``argmax(class_mean)``): the two differ whenever one
         image of a class outshines a class that is stronger on average.
         """
-        return torch.argmax(self.class_max, dim=0)
+        return self._argmax_over_classes(self.class_max)
+
+    @cached_property
+    def top_mean_class(self) -> torch.Tensor:
+        """(units,): code of the class of highest mean activation (``argmax(class_mean)``), lowest
+        code on ties, a class with a NaN mean counting as highest: the class CCMAS compares."""
+        return self._argmax_over_classes(self.class_mean)
+
+    def _argmax_over_classes(self, table: torch.Tensor) -> torch.Tensor:
+        kernels = compiled_kernels(self.activations)
+        if kernels is not None and table.shape[0] > 0:
+            return kernels.argmax_over_rows(table)
+        return torch.argmax(table, dim=0)
 
     @cached_property
     def runner_up_max(self) -> torch.Tensor:

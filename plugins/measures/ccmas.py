@@ -30,7 +30,7 @@ class CCMAS(Measure):
 
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
         means = stats.class_mean
-        best = torch.argmax(means, dim=0)
+        best = stats.top_mean_class
         best_row = best.unsqueeze(0)
         mu_max = means.gather(0, best_row).squeeze(0)
         if self.params.others == "pooled":

@@ -43,7 +43,7 @@ class Detection(Measure):
     }
 
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
-        target = torch.argmax(stats.class_mean, dim=0) if self.params.target == "mean" else stats.top_class
+        target = stats.top_mean_class if self.params.target == "mean" else stats.top_class
         # Statistics kept for many labellings sort each unit once (``sorted_activations``) and
         # every labelling reads that; otherwise units are sorted a few at a time, in bounded memory.
         step = stats.n_units if stats.reused else max(1, SORT_BYTES // max(1, stats.n_images * 12))
