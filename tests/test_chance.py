@@ -50,6 +50,21 @@ def test_same_seed_same_numbers_and_chunking_changes_nothing():
     assert not np.array_equal(first["precision_null_mean"], other["precision_null_mean"])
 
 
+@pytest.mark.parametrize("chunk_size", [None, 1, 3])
+def test_a_unit_with_a_nan_or_infinite_activation_has_no_null_distribution(chunk_size):
+    """Its observed columns are NaN, so its null columns are too, whichever units share its chunk."""
+    matrix, labels = noise_with_one_selective_unit(3, n_units=6)
+    matrix[4, 2] = np.nan
+    matrix[7, 4] = np.inf
+    with pytest.warns(UserWarning, match="NaN or infinite"):
+        out = chance_baselines(matrix, labels, ["ccmas", "detection"], permutations=9, seed=0, chunk_size=chunk_size)
+    for column in ("ccmas", "auroc", "max_informedness"):
+        for suffix in ("", "_null_mean", "_null_std", "_z", "_p"):
+            values = out[column + suffix]
+            assert np.isnan(values[[2, 4]]).all(), column + suffix
+            assert not np.isnan(values[[0, 1, 3, 5]]).any(), column + suffix
+
+
 def test_significance_corrections():
     p = np.array([0.001, 0.02, 0.03, 0.2, np.nan])
     assert significant(p, 0.05, "none").tolist() == [True, True, True, False, False]

@@ -119,6 +119,10 @@ class NullCollector:
                 for measure, label in measures:
                     for column, values in measure_columns(measure, relabelled, label, self.wanted).items():
                         self.null[column][first + offset, chunk] = values
+        invalid = ~stats.finite_units.cpu().numpy()
+        if invalid.any():  # as their observed columns are: a measure's value for them means nothing
+            for null in self.null.values():
+                null[:, chunk][:, invalid] = np.nan
 
 
 def summarise_null(observed: np.ndarray, null: np.ndarray, column: str) -> dict[str, np.ndarray]:
