@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,6 +13,23 @@ from hypothesis.extra.numpy import arrays
 from sklearn.metrics import roc_auc_score
 
 import selectivity_eval as se
+from selectivity_eval.core.statistics.backend import KERNELS_VARIABLE
+
+MODES = ["compiled", "torch"]
+
+
+@contextlib.contextmanager
+def kernels(mode: str):
+    """The compiled pass (numba) or torch's code; hypothesis's examples share one test function call."""
+    before = os.environ.get(KERNELS_VARIABLE)
+    os.environ[KERNELS_VARIABLE] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[KERNELS_VARIABLE]
+        else:
+            os.environ[KERNELS_VARIABLE] = before
 
 
 def brute_force(a: np.ndarray, positive: np.ndarray):
@@ -32,8 +52,9 @@ def target_of(a, labels, target):
     return labels[np.lexsort((labels, -a))[0]]
 
 
-def check_units(matrix, labels, target):
-    columns = se.compute_measures(matrix, labels, ["detection"], {"detection": {"target": target}})
+def check_units(matrix, labels, target, mode="torch"):
+    with kernels(mode):
+        columns = se.compute_measures(matrix, labels, ["detection"], {"detection": {"target": target}})
     for unit in range(matrix.shape[1]):
         a = matrix[:, unit]
         c = target_of(a, labels, target)
@@ -52,29 +73,33 @@ def check_units(matrix, labels, target):
     n_classes=st.integers(2, 4),
     seed=st.integers(0, 2**16),
     target=st.sampled_from(["mean", "top"]),
+    mode=st.sampled_from(MODES),
 )
-def test_ties_everywhere_match_sklearn_and_brute_force(matrix, n_classes, seed, target):
+def test_ties_everywhere_match_sklearn_and_brute_force(matrix, n_classes, seed, target, mode):
     labels = np.random.default_rng(seed).integers(0, n_classes, len(matrix))
     labels[:n_classes] = np.arange(n_classes)
-    check_units(matrix, labels, target)
+    check_units(matrix, labels, target, mode)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("target", ["mean", "top"])
-def test_random_float_units(target):
+def test_random_float_units(target, mode):
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 7, 400)
     matrix = rng.standard_normal((400, 12))
     matrix[:, 3] += 3 * (labels == 2)
-    check_units(matrix, labels, target)
+    check_units(matrix, labels, target, mode)
 
 
-def test_a_perfect_detector_and_a_single_class():
+@pytest.mark.parametrize("mode", MODES)
+def test_a_perfect_detector_and_a_single_class(mode):
     labels = np.array([0, 0, 1, 1, 2, 2])
     perfect = np.array([[5.0], [6.0], [1.0], [2.0], [0.0], [1.5]])
-    columns = se.compute_measures(perfect, labels, ["detection"])
+    with kernels(mode):
+        columns = se.compute_measures(perfect, labels, ["detection"])
+        alone = se.compute_measures(perfect, np.zeros(6, int), ["detection"])
     assert columns["auroc"][0] == 1.0 and columns["max_informedness"][0] == 1.0
     assert (columns["hit_rate"][0], columns["false_alarm"][0]) == (1.0, 0.0)
-    alone = se.compute_measures(perfect, np.zeros(6, int), ["detection"])
     assert np.isnan(alone["auroc"][0]) and np.isnan(alone["max_informedness"][0])
 
 

@@ -165,14 +165,18 @@ def test_an_unknown_mode_names_the_variable(monkeypatch):
         compiled_kernels(torch.zeros(2, 2))
 
 
-def test_chance_baselines_are_the_same_either_way(monkeypatch):
-    """Compiled, each shuffling gets its own class pass; in torch, shufflings share one in batches."""
+@pytest.mark.parametrize("target", ["mean", "top"])
+def test_chance_baselines_are_the_same_either_way(monkeypatch, target):
+    """Compiled, each shuffling gets its own class pass and detection its own kernel; in torch,
+    shufflings share one class pass in batches. The awkward matrix's non-finite units stay in."""
     matrix, labels = awkward_matrix(3, n_images=300, n_units=9)
-    matrix = np.nan_to_num(matrix, posinf=5.0, neginf=-5.0)
     results = {}
     for mode in ("compiled", "torch"):
         monkeypatch.setenv(KERNELS_VARIABLE, mode)
-        results[mode] = se.chance_baselines(matrix, labels, FOUR, permutations=15, seed=4)
+        with pytest.warns(UserWarning, match="NaN or infinite"):
+            results[mode] = se.chance_baselines(
+                matrix, labels, [*FOUR, "detection"], {"detection": {"target": target}}, permutations=15, seed=4
+            )
     assert set(results["compiled"]) == set(results["torch"])
     for column, values in results["compiled"].items():
         np.testing.assert_array_equal(values, results["torch"][column], err_msg=column)

@@ -5,7 +5,9 @@ alarm rate F(t) = P(a >= t | other) for a threshold t. Everything follows from, 
 the target class, how many images (of the target class, and in all) lie strictly below it and at
 or below it, which a sort of each unit's activations and ``searchsorted`` give for all units at once.
 The sort does not depend on the labels: chance baselines sort each unit once for all shufflings,
-and each shuffling sorts only its target class's images.
+and each shuffling sorts only its target class's images. On CPU chunks that the compiled
+statistics take, ``detection_kernel.py`` does each unit's work in one compiled pass, with the
+same results bit for bit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import Field
 
 from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.measures.base import Column, Measure
+from selectivity_eval.core.statistics.backend import compiled_kernels
 from selectivity_eval.core.statistics.layer_stats import LayerStats
 from selectivity_eval.schemas.params import PluginParams
 
@@ -58,6 +61,10 @@ class Detection(Measure):
     @staticmethod
     def _detect(stats: LayerStats, target: torch.Tensor, units: slice) -> dict[str, torch.Tensor]:
         ordered = stats.sorted_activations(units)
+        if compiled_kernels(stats.activations) is not None:
+            from selectivity_eval.plugins.measures.detection_kernel import detect
+
+            return detect(stats.activations[:, units], ordered, stats.labels, target)
         n_units, n_images = ordered.shape
         device = ordered.device
         n_pos_count = stats.labels.counts[target]
