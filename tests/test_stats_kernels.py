@@ -253,7 +253,7 @@ def test_a_run_loads_the_kernels_ahead_and_shows_a_wait_that_is_left_on_a_bar(mo
     assert len(shown) == 1
 
 
-def test_the_warm_up_compiles_both_passes_for_float32(monkeypatch):
+def test_the_warm_up_compiles_every_pass_for_float32(monkeypatch):
     from selectivity_eval.core.cli.progress import Reporter
     from selectivity_eval.core.statistics import backend, kernels
 
@@ -261,7 +261,10 @@ def test_the_warm_up_compiles_both_passes_for_float32(monkeypatch):
     monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
     backend.prepare_kernels(1, torch.device("cpu"))
     backend.kernels_ready(Reporter(quiet=True))
-    for kernel in (kernels._class_pass, kernels._candidate_pass):
+    from selectivity_eval.plugins.measures import detection_kernel
+
+    compiled = (kernels._class_pass, kernels._candidate_pass, kernels._light_class_pass, kernels._argmax_pass)
+    for kernel in (*compiled, detection_kernel._detect_pass):
         assert any(str(signature[0]).startswith("array(float32") for signature in kernel.signatures), kernel
 
 

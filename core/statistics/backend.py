@@ -6,6 +6,7 @@ compiled passes on a thread while it extracts, so that their one-time cost is hi
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from types import ModuleType
@@ -17,6 +18,11 @@ from selectivity_eval.core.errors import UserInputError
 KERNELS_VARIABLE = "SELECTIVITY_EVAL_KERNELS"
 KERNEL_MODES = ("auto", "compiled", "torch")
 COMPILED_MIN_ACTIVATIONS = 2**24
+COMPILED_MODULES = (
+    "selectivity_eval.core.statistics.kernels",
+    "selectivity_eval.plugins.measures.detection_kernel",
+)
+"""Modules of compiled passes, each with a ``warm_up()`` that compiles (or loads) its kernels."""
 
 
 def kernel_mode() -> str:
@@ -75,11 +81,12 @@ def prepare_kernels(largest_chunk: int, device: torch.device) -> None:
         return
 
     def warm() -> None:
-        try:
-            from selectivity_eval.core.statistics import kernels as stats_kernels
-        except ImportError:  # auto without numba: torch computes the statistics
-            return
-        stats_kernels.warm_up()
+        for name in COMPILED_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:  # auto without numba: torch computes the statistics
+                return
+            module.warm_up()
 
     _warming = threading.Thread(target=warm, name="selectivity-eval-kernels", daemon=True)
     _warming.start()

@@ -116,3 +116,12 @@ def detect(activations: torch.Tensor, ordered: torch.Tensor, labels, target: tor
         out["false_alarm"],
     )
     return {name: torch.from_numpy(array) for name, array in out.items()}
+
+
+def warm_up() -> None:
+    """Compile the pass for float32 activations (or load it from numba's cache) on a tiny chunk."""
+    from selectivity_eval.core.statistics.labels import Labels
+
+    activations = torch.tensor([[1.0], [3.0], [2.0], [2.0]])
+    labels = Labels.from_array(np.array([0, 1, 0, 1]))
+    detect(activations, torch.sort(activations.T, dim=1).values, labels, torch.tensor([1]))
