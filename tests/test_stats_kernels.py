@@ -114,6 +114,26 @@ def test_shufflings_class_statistics_equal_torch_and_the_full_pass_bit_for_bit(m
             assert torch.equal(bits(ours[numbers]), bits(whole[numbers]))
 
 
+@pytest.mark.parametrize("preset", ["none", "gale2019"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_precision_of_shufflings_is_the_same_either_way(monkeypatch, preset, seed):
+    """Shufflings ask precision for its headline columns alone: compiled, a pass counts the classes."""
+    from selectivity_eval.core.measures.compute import measure_columns, resolve_measures
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 12, 500)  # few classes: many tied counts in a top set of 60
+    matrix = rng.integers(0, 6, (500, 40)).astype(np.float32)
+    measure = resolve_measures(["precision"], {"precision": {"preset": preset} if preset != "none" else {"top_n": 60}})[0]
+    results = {}
+    for mode in ("compiled", "torch"):
+        monkeypatch.setenv(KERNELS_VARIABLE, mode)
+        stats = LayerStats(torch.from_numpy(matrix), Labels.from_array(labels))
+        results[mode] = measure_columns(measure, stats, "precision", {"precision", "precision_class"})
+    assert set(results["compiled"]) == {"precision", "precision_class"}
+    for column, values in results["compiled"].items():
+        np.testing.assert_array_equal(values, results["torch"][column], err_msg=column)
+
+
 def test_the_class_sums_are_float64_for_float32_input(monkeypatch):
     """1e8 + 1 - 1e8 is 1 in float64; a float32 running sum loses the 1 and gives 0."""
     monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
@@ -261,11 +281,12 @@ def test_the_warm_up_compiles_every_pass_for_float32(monkeypatch):
     monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
     backend.prepare_kernels(1, torch.device("cpu"))
     backend.kernels_ready(Reporter(quiet=True))
-    from selectivity_eval.plugins.measures import detection_kernel
+    from selectivity_eval.plugins.measures import detection_kernel, precision_kernel
 
-    compiled = (kernels._class_pass, kernels._candidate_pass, kernels._light_class_pass, kernels._argmax_pass)
-    for kernel in (*compiled, detection_kernel._detect_pass):
+    on_activations = (kernels._class_pass, kernels._candidate_pass, kernels._light_class_pass, kernels._argmax_pass)
+    for kernel in (*on_activations, detection_kernel._detect_pass):
         assert any(str(signature[0]).startswith("array(float32") for signature in kernel.signatures), kernel
+    assert precision_kernel._precision_pass.signatures  # on class codes, not activations
 
 
 def test_the_compiled_passes_leave_torchs_thread_count_alone():

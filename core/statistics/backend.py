@@ -21,6 +21,7 @@ COMPILED_MIN_ACTIVATIONS = 2**24
 COMPILED_MODULES = (
     "selectivity_eval.core.statistics.kernels",
     "selectivity_eval.plugins.measures.detection_kernel",
+    "selectivity_eval.plugins.measures.precision_kernel",
 )
 """Modules of compiled passes, each with a ``warm_up()`` that compiles (or loads) its kernels."""
 

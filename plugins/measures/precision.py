@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from selectivity_eval.core.registry.hookspecs import hookimpl
 from selectivity_eval.core.measures.base import Column, Measure
+from selectivity_eval.core.statistics.backend import compiled_kernels
 from selectivity_eval.core.statistics.layer_stats import LayerStats
 from selectivity_eval.schemas.params import PluginParams
 
@@ -64,6 +65,11 @@ class Precision(Measure):
         """The tie-order columns cost a pass over the tied images of each labelling: only on request."""
         k = min(self.params.top_n, stats.n_images)
         top = stats.top_indices(k)
+        if compiled_kernels(stats.activations) is not None and not wanted & TIE_COLUMNS:
+            from selectivity_eval.plugins.measures.precision_kernel import winning_class
+
+            best_class, best_count = winning_class(top, stats.labels, self.params.preset == "gale2019")
+            return {"precision_class": best_class, "precision": best_count.double() / k}
         top_classes = stats.labels.codes[top]
         # Runs of one class in each unit's top set sorted by class; a stable sort puts every run's
         # highest-ranked image first, so each run knows its count and its best and worst place.
