@@ -127,11 +127,27 @@ def _light_class_pass(values, stride, width, order, starts, maxima, minima, sums
             high[:w] = -np.inf
             low[:w] = np.inf
             total[:w] = 0.0
-            for p in range(starts[c], starts[c + 1]):
-                base = order[p] * stride + j0
+            # Two images a step, in the same order as one at a time: two rows stream at once.
+            # ``peak if peak > x else x`` is ``max(x, peak)`` as _class_pass takes it, and vectorises.
+            p, end = starts[c], starts[c + 1]
+            while p + 1 < end:
+                first = order[p] * stride + j0
+                second = order[p + 1] * stride + j0
                 for j in range(w):
-                    x = values[base + j]
-                    peak = high[j]  # ``max(x, peak)`` as _class_pass takes it, written so that it vectorises
+                    x, y = values[first + j], values[second + j]
+                    peak = high[j]
+                    peak = peak if peak > x else x
+                    high[j] = peak if peak > y else y
+                    trough = low[j]
+                    trough = trough if trough < x else x
+                    low[j] = trough if trough < y else y
+                    total[j] = (total[j] + np.float64(x)) + np.float64(y)
+                p += 2
+            if p < end:
+                first = order[p] * stride + j0
+                for j in range(w):
+                    x = values[first + j]
+                    peak = high[j]
                     high[j] = peak if peak > x else x
                     trough = low[j]
                     low[j] = trough if trough < x else x
@@ -251,8 +267,7 @@ def class_extremes_and_sums_of(activations: torch.Tensor, labellings: list[Label
     """Each class's maximum, minimum and float64 sum under each labelling, bit-identical to
     ``class_extremes_and_sums`` but without its sums of squares and what the candidate pass needs.
 
-    For label shufflings, whose ranking is shared and whose measures rarely ask for variances:
-    about 1.5 times as fast (1,024 fc6 units of 50,000 images on one thread: 79 ms -> 53 ms).
+    For label shufflings, whose ranking is shared and whose measures rarely ask for variances.
     Returns one (maxima, minima, sums, None) per labelling, each (classes, units).
     """
     values, stride = _rows(activations)
