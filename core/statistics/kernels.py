@@ -70,6 +70,18 @@ def _rows(activations: torch.Tensor) -> tuple[np.ndarray, int]:
     return activations.as_strided(((n - 1) * stride + width,), (1,)).numpy(), stride
 
 
+@numba.njit(cache=True, boundscheck=False, nogil=True)
+def _keep_nan(values, stride, j0, w, images, total, high, low):  # pragma: no cover - compiled
+    """A class pass's max and min need not keep a NaN, its sum does: where the sum is NaN, a
+    unit whose class holds a NaN gets NaN for both."""
+    for j in range(w):
+        if np.isnan(total[j]):
+            for image in images:
+                if np.isnan(values[image * stride + j0 + j]):
+                    high[j] = np.nan
+                    low[j] = np.nan
+
+
 @numba.njit(parallel=True, cache=True, boundscheck=False, nogil=True)
 def _class_pass(
     values, stride, width, order, starts, maxima, minima, sums, squares, second, first_at_max
@@ -102,12 +114,7 @@ def _class_pass(
                     wide = np.float64(x)
                     total[j] += wide
                     total_sq[j] += wide * wide
-            for j in range(w):  # max and min above need not keep a NaN; the sum does
-                if np.isnan(total[j]):
-                    for p in range(starts[c], starts[c + 1]):
-                        if np.isnan(values[order[p] * stride + j0 + j]):
-                            high[j] = np.nan
-                            low[j] = np.nan
+            _keep_nan(values, stride, j0, w, order[starts[c] : starts[c + 1]], total, high, low)
             maxima[c, j0 : j0 + w] = high[:w]
             minima[c, j0 : j0 + w] = low[:w]
             sums[c, j0 : j0 + w] = total[:w]
@@ -152,12 +159,7 @@ def _light_class_pass(values, stride, width, order, starts, maxima, minima, sums
                     trough = low[j]
                     low[j] = trough if trough < x else x
                     total[j] += np.float64(x)
-            for j in range(w):
-                if np.isnan(total[j]):
-                    for p in range(starts[c], starts[c + 1]):
-                        if np.isnan(values[order[p] * stride + j0 + j]):
-                            high[j] = np.nan
-                            low[j] = np.nan
+            _keep_nan(values, stride, j0, w, order[starts[c] : starts[c + 1]], total, high, low)
             maxima[c, j0 : j0 + w] = high[:w]
             minima[c, j0 : j0 + w] = low[:w]
             sums[c, j0 : j0 + w] = total[:w]
