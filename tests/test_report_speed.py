@@ -155,3 +155,27 @@ def test_a_silent_unit_still_gets_a_plot_with_room_around_its_one_value(tmp_path
     assert low < 2.0 < high
     figure = plots.jitterplot(np.full(30, 2.0), np.arange(30) % 3, ["a", "b", "c"], title="silent", seed=[0])
     assert plots.save(figure, tmp_path / "silent", ["png"])[0].is_file()
+
+
+def test_the_pinned_title_sits_where_matplotlib_would_place_it(monkeypatch):
+    from matplotlib.axes import Axes
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 20, 2000)
+    names = [f"class {i}" for i in range(20)]
+    long_title = "features.denseblock4.denselayer16.conv2.weighted, unit 1023"
+    cases = [(rng.random(2000), "fc6, unit 3"), (rng.random(2000) * 1e-7, long_title),  # 1e-7: an offset text
+             (rng.random(2000) + 1000, long_title)]
+
+    def png(figure) -> bytes:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    reused = JitterFigure(names)
+    pinned = [png(reused.draw(values, labels, title=title, seed=[0, 1], top_n=(50,))) for values, title in cases]
+    placing = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda axes, label, **options: placing(axes, label))  # matplotlib's search
+    searched = [png(JitterFigure(names).draw(values, labels, title=title, seed=[0, 1], top_n=(50,)))
+                for values, title in cases]
+    assert pinned == searched
