@@ -44,16 +44,19 @@ def save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
     figures and several times faster to write. Figures are written atomically but without fsync,
     since ``selectivity-eval report`` rebuilds them (``atomic.atomic_file``'s ``durable``)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths = saved_paths(stem, formats)
     with rc_context(STYLE):
-        for fmt in formats:
-            path = stem.with_suffix(f".{fmt}")
+        for fmt, path in zip(formats, paths):
             metadata = {"Date": None} if fmt == "svg" else {"Software": None}
             extra = {} if fmt == "svg" else {"pil_kwargs": {"compress_level": PNG_COMPRESSION}}
             atomic.write_with(path, lambda handle: figure.savefig(handle, format=fmt, metadata=metadata, **extra),
                               durable=False)
-            paths.append(path)
     return paths
+
+
+def saved_paths(stem: Path, formats: list[str]) -> list[Path]:
+    """The files ``save`` writes for ``stem``, one per format in order."""
+    return [stem.with_suffix(f".{fmt}") for fmt in formats]
 
 
 def jitterplot(

@@ -96,47 +96,56 @@ def build_cards(
     out: Path,
     settings,
     steps,
+    figures,
 ) -> list[UnitCard]:
     """One card per chosen unit of ``layer``, its figures written under ``out``; none for a unit with
     NaN or infinite activations.
 
-    The chosen units' columns are read from the store in one pass, and one jitterplot figure is
-    redrawn for every card of the layer (``JitterFigure``), so a card's cost hardly depends on the
-    number of images."""
-    from selectivity_eval.core.report import plots
-    from selectivity_eval.core.report.jitter_figure import JitterFigure
-
+    The chosen units' columns are read from the store in one pass, and the top images decoded here;
+    the jitterplots and top-image grids are drawn by ``figures`` (``figure_pool.FigurePool``: here or
+    in worker processes), which fills them into the cards, a step for each jitterplot written."""
     units = sorted(chosen)
-    block = None
+    stored = block = None
     if units:
-        block = run.unit_activations(layer, units).astype(np.float64)
+        stored = run.unit_activations(layer, units)  # the jitterplots take them as stored: fewer bytes to queue
+        block = stored.astype(np.float64)
     rows_of_measured = np.flatnonzero(run.measured)
     class_ids, names = measured_classes(run)
-    figure = JitterFigure(names) if units else None
-    top_n, layer_index = precision_top_ns(run), run.layers.index(layer)
+    layer_index = run.layers.index(layer)
     cards = []
     for unit, reasons in chosen.items():
         card = UnitCard(layer, unit, reasons)
-        values = block[:, units.index(unit)]
+        column = units.index(unit)
+        values = block[:, column]
         if not np.isfinite(values).all():  # its measures are all NaN: nothing to plot or rank, no card
             steps.advance()
             continue
         stem = out / _safe(layer) / f"unit{unit}"
-        drawn = figure.draw(values, class_ids, title=f"{layer}, unit {unit}",
-                            seed=hash_seed(settings.seed, layer_index, unit), top_n=top_n)
-        card.jitterplot = plots.save(drawn, stem.with_name(stem.name + "_jitter"), settings.formats)[0]
+        figures.jitterplot(stored[:, column], title=f"{layer}, unit {unit}",
+                           seed=hash_seed(settings.seed, layer_index, unit), stem=stem.with_name(stem.name + "_jitter"),
+                           done=_setter(card, "jitterplot", steps))
         if settings.top_images and images is not None and images.items is not None:
             top = top_rows(values, settings.top_images)
             pictures = [images.tile(int(rows_of_measured[i])) for i in top]
             captions = [f"{names[class_ids[i]]}: {values[i]:.3g}" for i in top]
-            card.top_images = top_images_grid(pictures, captions, stem.with_name(stem.name + "_top.png"))
+            size = sum(3 * p.width * p.height for p in pictures if p is not None)
+            figures.call(top_images_grid, (pictures, captions, stem.with_name(stem.name + "_top.png")), size,
+                         done=_setter(card, "top_images"))
         card.am_image = am.get((layer, unit))
         columns = run.units[layer]
         card.values = {c: format_value(run, c, columns[c][unit]) for c in columns if c != "unit"}
         card.notes = unit_notes(columns, unit)
         cards.append(card)
-        steps.advance()
     return cards
+
+
+def _setter(card: UnitCard, name: str, steps=None):
+    """Puts a figure's path (or None) into ``card``, and advances ``steps`` if given."""
+    def done(path):
+        setattr(card, name, path)
+        if steps is not None:
+            steps.advance()
+    return done
 
 
 def unit_notes(columns: dict, unit: int) -> list[str]:
