@@ -11,7 +11,9 @@ units.csv and summary.json, and the spec's default report block (8 units per mea
 random units per layer, 9 top images, PNG). Nothing in it needs the model. Then, in this process:
 
 - new: ``build_report`` on that run, end to end (the store is read once before, so that the
-  page cache is warm for both paths), and the seconds per card of its cards;
+  page cache is warm for both paths), and the seconds per card of its cards; once with the
+  figures drawn in this process and once per other ``--workers`` count (default: one
+  worker per core), side by side, checking that every count writes the same files;
 - old: the first ``--old-cards`` cards of a layer drawn as before the raster jitterplots
   (benchmarks/legacy_report.py: a scatter of every image, top images decoded in full through the
   data set), per card, and projected to 450 cards;
@@ -21,6 +23,7 @@ random units per layer, 9 top images, PNG). Nothing in it needs the model. Then,
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -101,6 +104,15 @@ def write_run(directory: Path, val: Path, devkit: Path, layer_widths: dict[str, 
     return directory
 
 
+def report_digest(directory: Path) -> str:
+    """One hash of report.html and every file under report/ (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in [directory / "report.html", *sorted((directory / "report").rglob("*"))]:
+        if path.is_file():
+            digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def warm(run) -> None:
     """Read every layer's store once, so that both paths find it in the page cache."""
     for layer in run.layers:
@@ -115,6 +127,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/selectivity-eval-bench"))
     parser.add_argument("--old-cards", type=int, default=4, help="cards drawn on the old path (slow)")
     parser.add_argument("--layer", default="fc6", help="the layer whose first cards are timed on both paths")
+    parser.add_argument("--workers", default=None,
+                        help="comma-separated worker counts for the whole report besides 1 (default: the cores)")
     args = parser.parse_args()
 
     from selectivity_eval.core.cli.summary_table import main_columns
@@ -123,6 +137,7 @@ def main() -> None:
     from selectivity_eval.core.report.dataset_images import DatasetImages, top_images_grid, top_rows
     from selectivity_eval.core.report.inputs import load_finished_run
     from selectivity_eval.core.report.jitter_figure import JitterFigure
+    from selectivity_eval.core.report.figure_pool import available_cores
     from selectivity_eval.core.report.unit_cards import choose_units, hash_seed, measured_classes, precision_top_ns
 
     val, devkit = imagenet_val_layout(args.cache, args.images, args.classes)
@@ -134,9 +149,14 @@ def main() -> None:
     run = load_finished_run(directory)
     warm(run)
 
-    started = time.perf_counter()
-    build_report(directory)
-    whole = time.perf_counter() - started
+    counts = [1] + sorted({int(w) for w in (args.workers or str(available_cores())).split(",")} - {1})
+    wholes, digests = {}, {}
+    for workers in counts:
+        started = time.perf_counter()
+        build_report(directory, workers=workers)
+        wholes[workers] = time.perf_counter() - started
+        digests[workers] = report_digest(directory)
+    whole = wholes[1]
     cards = len(list((directory / "report" / "units").rglob("*_jitter.png")))
 
     layer = args.layer if args.layer in run.layers else run.layers[0]
@@ -183,6 +203,10 @@ def main() -> None:
     print(f"new build_report, whole report: {whole:.1f} s for {cards} cards "
           f"({whole / max(cards, 1):.3f} s per card, figures and page included; projected {PAPER_CARDS} cards: "
           f"{whole / max(cards, 1) * PAPER_CARDS:.0f} s)")
+    print(f"whole report by the number of processes drawing the figures ({available_cores()} cores):")
+    for workers, seconds in wholes.items():
+        print(f"  {workers} worker{'s' if workers > 1 else ' '}  {seconds:6.1f} s  ({whole / seconds:.2f}x)")
+    print("  the same files for every count: " + ("yes" if len(set(digests.values())) == 1 else "NO"))
 
 
 if __name__ == "__main__":
