@@ -112,6 +112,21 @@ def test_figures_are_written_in_each_format_and_identically_twice(tmp_path):
     assert Image.open(stems[0][0]).size == (520, 280)
 
 
+def test_figures_of_layers_whose_names_hold_a_dot_do_not_overwrite_each_other(tmp_path):
+    """torchvision's layers are named like ``features.0``: the format goes after the whole name."""
+    from selectivity_eval.core.report import plots
+
+    written = []
+    for layer, values in (("features.0", [0.0, 1.0]), ("features.3", [1.0, 0.0])):
+        figure = plots.new_figure(2, 2)
+        figure.add_subplot().plot(values)
+        written += plots.save(figure, tmp_path / f"histograms_{layer}", ["png", "svg"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(path.name for path in written)
+    assert {path.name for path in written} == {
+        f"histograms_features.{n}.{fmt}" for n in (0, 3) for fmt in ("png", "svg")
+    }
+
+
 def test_report_has_tables_baselines_figures_am_and_one_card_per_chosen_unit(report_run):
     run_dir, _ = report_run
     text = (run_dir / "report.html").read_text(encoding="utf-8")

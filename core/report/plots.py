@@ -55,8 +55,10 @@ def save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
 
 
 def saved_paths(stem: Path, formats: list[str]) -> list[Path]:
-    """The files ``save`` writes for ``stem``, one per format in order."""
-    return [stem.with_suffix(f".{fmt}") for fmt in formats]
+    """The files ``save`` writes for ``stem``, one per format in order: the format is added to the
+    name, never put in place of a dot in it (layer ``features.0``'s histograms are not
+    ``histograms_features.png``, which ``features.3``'s would overwrite)."""
+    return [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
 
 
 def jitterplot(
