@@ -168,6 +168,25 @@ def test_auto_compiles_only_large_cpu_float_chunks(monkeypatch):
     assert compiled_kernels(torch.zeros(10, 10, device="meta")) is None
 
 
+def test_auto_compiles_smaller_chunks_once_the_kernels_are_loaded(monkeypatch):
+    """A run with a large layer loads the kernels anyway: its small layers then use them too."""
+    import importlib
+
+    from selectivity_eval.core.statistics import backend
+
+    monkeypatch.delenv(KERNELS_VARIABLE, raising=False)
+    conv = torch.zeros(backend.LOADED_MIN_ACTIVATIONS // 64, 64)
+    tiny = torch.zeros(backend.LOADED_MIN_ACTIVATIONS // 64 - 1, 64)
+    modules = {name: importlib.import_module(name) for name in backend.COMPILED_MODULES}
+    for name in modules:
+        monkeypatch.delitem(sys.modules, name)
+    assert compiled_kernels(conv) is None
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    assert compiled_kernels(conv) is not None
+    assert compiled_kernels(tiny) is None
+
+
 def test_small_layers_never_load_numba():
     """Loading numba and the cached kernels costs about half a second; the digits example never pays it."""
     code = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 from types import ModuleType
 
@@ -18,6 +19,7 @@ from selectivity_eval.core.errors import UserInputError
 KERNELS_VARIABLE = "SELECTIVITY_EVAL_KERNELS"
 KERNEL_MODES = ("auto", "compiled", "torch")
 COMPILED_MIN_ACTIVATIONS = 2**24
+LOADED_MIN_ACTIVATIONS = 2**20
 COMPILED_MODULES = (
     "selectivity_eval.core.statistics.kernels",
     "selectivity_eval.plugins.measures.detection_kernel",
@@ -42,8 +44,10 @@ def compiled_kernels(activations: torch.Tensor) -> ModuleType | None:
 
     ``SELECTIVITY_EVAL_KERNELS`` chooses: ``auto`` (the default) compiles CPU float chunks of at
     least ``COMPILED_MIN_ACTIVATIONS`` values, where the kernels' one-time load (about half a
-    second) is repaid, and uses torch if numba is missing; ``compiled`` compiles every CPU float
-    chunk; ``torch`` never does. Both give identical results.
+    second) is repaid, or of ``LOADED_MIN_ACTIVATIONS`` once this process has loaded them (a run
+    with a large layer measures its smaller ones with them too), and uses torch if numba is
+    missing; ``compiled`` compiles every CPU float chunk; ``torch`` never does. Both give
+    identical results.
     """
     mode = kernel_mode()
     if (
@@ -52,7 +56,7 @@ def compiled_kernels(activations: torch.Tensor) -> ModuleType | None:
         or activations.dtype not in (torch.float32, torch.float64)
         or activations.requires_grad
         or activations.numel() == 0
-        or (mode == "auto" and activations.numel() < COMPILED_MIN_ACTIVATIONS)
+        or (mode == "auto" and activations.numel() < _auto_threshold())
     ):
         return None
     try:
@@ -62,6 +66,11 @@ def compiled_kernels(activations: torch.Tensor) -> ModuleType | None:
             raise
         return None
     return stats_kernels
+
+
+def _auto_threshold() -> int:
+    loaded = all(name in sys.modules for name in COMPILED_MODULES)
+    return min(LOADED_MIN_ACTIVATIONS, COMPILED_MIN_ACTIVATIONS) if loaded else COMPILED_MIN_ACTIVATIONS
 
 
 _warming: threading.Thread | None = None
