@@ -138,7 +138,7 @@ class LayerStats:
         out = torch.from_numpy(np.empty((n_units, self.n_images), dtype=columns.numpy().dtype))
         out.copy_((columns if columns.is_contiguous() else columns.contiguous()).T)
         threads = max(1, min(torch.get_num_threads(), n_units))
-        step = -(-n_units // threads)
+        step = max(1, -(-n_units // threads))
         blocks = [out[start : start + step].numpy() for start in range(0, n_units, step)]
         if threads == 1:
             blocks[0].sort(axis=1)
