@@ -306,6 +306,10 @@ def test_the_warm_up_compiles_every_pass_for_float32(monkeypatch):
     for kernel in (*on_activations, detection_kernel._detect_pass):
         assert any(str(signature[0]).startswith("array(float32") for signature in kernel.signatures), kernel
     assert precision_kernel._precision_pass.signatures  # on class codes, not activations
+    assert {str(signature[0]) for signature in kernels._argmax_pass.signatures} >= {
+        "array(float32, 2d, C)",
+        "array(float64, 2d, C)",
+    }
 
 
 def test_the_compiled_passes_leave_torchs_thread_count_alone():

@@ -350,7 +350,8 @@ def candidates_at_or_above(
 
 
 def warm_up() -> None:
-    """Compile both passes for float32 activations (or load them from numba's cache) on a tiny chunk.
+    """Compile every pass for float32 activations (or load them from numba's cache) on a tiny chunk,
+    and the argmax sweep for the float32 maxima and the float64 means it is given.
 
     The first call after an install compiles for several seconds; a run calls this on a thread
     while it extracts, so the measures find the kernels ready (``backend.prepare_kernels``).
@@ -363,3 +364,4 @@ def warm_up() -> None:
     candidates_at_or_above(activations, labels, maxima, runners_up, maxima.amin(0), 4)
     class_extremes_and_sums_of(activations, [labels])
     argmax_over_rows(maxima)
+    argmax_over_rows(maxima.double())
