@@ -7,7 +7,6 @@ the same object, so a layer pays for a class maximum or a top-k ranking once, wh
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import numpy as np
@@ -15,11 +14,16 @@ import torch
 
 from selectivity_eval.core.statistics.backend import compiled_kernels
 from selectivity_eval.core.statistics.labels import Labels
-from selectivity_eval.core.statistics.ranking import Candidates, kth_largest, nonzero_sparse, ranked_top_indices
+from selectivity_eval.core.statistics.ranking import (
+    Candidates,
+    kth_largest,
+    nonzero_sparse,
+    ranked_top_indices,
+    sorted_columns,
+)
 
 ROW_BLOCK_BYTES = 4 * 2**20
 CANDIDATES_PER_SLOT = 8
-SORT_BLOCK_BYTES = 64 * 2**20
 
 ClassStatistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
 """Each class's maximum, minimum, float64 sum and float64 sum of squares (None: not computed yet)."""
@@ -119,33 +123,8 @@ class LayerStats:
         """
         units = units if units is not None else slice(0, self.n_units)
         if self.reused:
-            return self.label_free("sorted", lambda: self._sorted(slice(0, self.n_units)))[units]
-        return self._sorted(units)
-
-    def _sorted(self, units: slice) -> torch.Tensor:
-        columns = self.activations.detach()[:, units]
-        n_units = columns.shape[1]
-        if self.device.type != "cpu" or columns.dtype not in (torch.float32, torch.float64):
-            out = torch.empty((n_units, self.n_images), dtype=columns.dtype, device=self.device)
-            step = max(1, SORT_BLOCK_BYTES // max(1, self.n_images * columns.element_size()))
-            for start in range(0, n_units, step):
-                out[start : start + step] = torch.sort(columns[:, start : start + step].T, dim=1).values
-            return out
-        # numpy's vectorised sort is several times faster than torch's on a CPU and lets go of the
-        # GIL: the units are sorted in place, in blocks on as many threads as torch uses. Both sorts
-        # put NaN last, and sorted values are the same whichever sort made them. torch transposes a
-        # contiguous matrix in tiles (numpy does not, nor torch a column slice: several times slower).
-        out = torch.from_numpy(np.empty((n_units, self.n_images), dtype=columns.numpy().dtype))
-        out.copy_((columns if columns.is_contiguous() else columns.contiguous()).T)
-        threads = max(1, min(torch.get_num_threads(), n_units))
-        step = max(1, -(-n_units // threads))
-        blocks = [out[start : start + step].numpy() for start in range(0, n_units, step)]
-        if threads == 1:
-            blocks[0].sort(axis=1)
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda block: block.sort(axis=1), blocks))
-        return out
+            return self.label_free("sorted", lambda: sorted_columns(self.activations.detach()))[units]
+        return sorted_columns(self.activations.detach()[:, units])
 
     def row_blocks(self, contiguous: bool = True):
         """(start, block of rows, their class codes), in image order; blocks copied contiguous on request."""
