@@ -157,12 +157,15 @@ def readable_items(batch):
     return inputs, torch.tensor(positions, dtype=torch.int64)
 
 
-CHECKPOINT_SECONDS = 2.0
+CHECKPOINT_SECONDS = 10.0
+"""A checkpoint of the eight AlexNet layers takes about 70 ms (flushing the maps, checksumming new
+chunks, the progress file): every 10 s that is under 1% of extraction, and a kill redoes at most
+10 s of it (at 2 s it was 1.8%, docs/performance.md)."""
 CHECKPOINT_VARIABLE = "SELECTIVITY_EVAL_CHECKPOINT_SECONDS"
 
 
 def checkpoint_seconds() -> float:
-    """Seconds between the extraction's checkpoints: ``SELECTIVITY_EVAL_CHECKPOINT_SECONDS``, else 2.
+    """Seconds between the extraction's checkpoints: ``SELECTIVITY_EVAL_CHECKPOINT_SECONDS``, else 10.
 
     A checkpoint flushes the memory maps and records how many images are safely on disk, where an
     interrupted run resumes; 0 checkpoints after every batch (the kill-and-resume tests use it to
