@@ -65,7 +65,9 @@ def stored(tmp_path, shape=(3000, 700), name="values.npy") -> tuple[Path, np.nda
     return path, values
 
 
-@pytest.mark.parametrize("units", [slice(0, 700), slice(3, 290), slice(699, 700), [7, 5, 400, 6]])
+@pytest.mark.parametrize(
+    "units", [slice(0, 700), slice(3, 290), slice(699, 700), slice(10, 200, 3), [7, 5, 400, 6], [7, 5, 40, 6]]
+)
 def test_read_units_reads_the_columns_from_the_file_without_mapping_the_layer(tmp_path, monkeypatch, units):
     monkeypatch.setattr(residency, "READ_BLOCK_BYTES", 1000 * 700 * 4 + 12)  # blocks of 1,000 rows; the last short
     path, values = stored(tmp_path)
