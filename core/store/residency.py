@@ -84,8 +84,8 @@ def _read_columns(array: np.ndarray, first: int, width: int) -> np.ndarray:
     """Columns ``first`` to ``first + width`` of a mapped 2-D array, one file read per row.
 
     For a chunk of at most half a row, reading only its bytes of each row beats reading whole rows
-    and copying the chunk out: 1,024 of fc6's 4,096 units at 50,000 images took 0.13-0.15 s against
-    0.23-0.44 s from the page cache (docs/performance.md).
+    and copying the chunk out: 1,024 of fc6's 4,096 units at 50,000 images from the page cache took
+    0.13-0.16 s against 0.18-0.21 s (medians of three runs, docs/performance.md).
     """
     n_rows, row_width = array.shape
     out = np.empty((n_rows, width), dtype=array.dtype)
