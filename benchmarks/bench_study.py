@@ -18,7 +18,8 @@ before anything is timed, so that neither the study nor the bare pass reads from
 other finds the files in the page cache (here the first extraction over 8,000 images not read
 for hours took 136 s, the same one right after 112 s).
 ``--bare-passes 2`` times the bare pass before and after the study and compares against their
-mean, since a pass over the same images varies by about 10% from run to run on a shared machine.
+mean and against the one after alone, since a pass over the same images varies from run to run
+on a shared machine (by 10% over several runs here, and 41% once).
 
 ``--executor dask`` runs the same spec on a local cluster of ``--dask-workers`` processes, then in
 process, and compares their wall times and units.csv. ``--kill-resume`` then runs the same spec
@@ -234,6 +235,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  bare forward pass, same images, decoding and batches: {passes} "
                   f"({args.images / bare:.1f} images/s); extraction {timings['extract'] / bare:.2f}x it; "
                   f"the whole run without AM {without_am / bare:.2f}x it (target 1.15x)")
+            if len(bare_passes) > 1:
+                after = bare_passes[-1]
+                print(f"  against the pass after the study alone: extraction {timings['extract'] / after:.2f}x, "
+                      f"the whole run without AM {without_am / after:.2f}x")
 
         largest = max((path.stat().st_size for path in Path(spec["output"]).glob("activations/*/values.npy")), default=0)
         peak = max(main for _, main, _ in study["sampler"].samples)
