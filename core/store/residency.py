@@ -68,8 +68,8 @@ def read_units(array: np.ndarray, units: slice | Sequence[int]) -> np.ndarray:
     if not _whole_mapping(array):
         return array[:, units]
     chosen = np.arange(array.shape[1])[units]
-    if chosen.size and (span := int(chosen.max()) - int(chosen.min()) + 1) <= array.shape[1] // 2:
-        first = int(chosen.min())
+    first = int(chosen.min()) if chosen.size else 0
+    if chosen.size and (span := int(chosen.max()) - first + 1) <= array.shape[1] // 2:
         part = _read_columns(array, first, span)
         if isinstance(units, slice) and units.step in (None, 1):
             return part
@@ -94,15 +94,19 @@ def _read_columns(array: np.ndarray, first: int, width: int) -> np.ndarray:
     offset = array.offset + first * array.itemsize
     row_bytes = row_width * array.itemsize
     with open(array.filename, "rb", buffering=0) as file:
-        descriptor = file.fileno()
         for row in range(n_rows):
-            target, done = view[row * size : (row + 1) * size], 0
-            while done < size:
-                read = os.preadv(descriptor, [target[done:]], offset + row * row_bytes + done)
-                if read == 0:
-                    raise OSError(f"{array.filename}: the file ends before row {row + 1} of {n_rows}")
-                done += read
+            _read_exactly(file, view[row * size : (row + 1) * size], offset + row * row_bytes, row + 1, n_rows)
     return out
+
+
+def _read_exactly(file, view: memoryview, position: int, end_row: int, n_rows: int) -> None:
+    """Fill ``view`` from ``file`` at ``position``; an error naming the file if it ends first."""
+    done = 0
+    while done < view.nbytes:
+        read = os.preadv(file.fileno(), [view[done:]], position + done)
+        if read == 0:
+            raise OSError(f"{file.name}: the file ends before row {end_row} of {n_rows}")
+        done += read
 
 
 def row_blocks(array: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
@@ -119,12 +123,8 @@ def row_blocks(array: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     with open(array.filename, "rb", buffering=0) as file:
         for start in range(0, n_rows, step):
             block = buffer[: min(step, n_rows - start)]
-            view, done = memoryview(block).cast("B"), 0
-            while done < view.nbytes:
-                read = os.preadv(file.fileno(), [view[done:]], array.offset + start * row_bytes + done)
-                if read == 0:
-                    raise OSError(f"{array.filename}: the file ends before row {start + len(block)} of {n_rows}")
-                done += read
+            position = array.offset + start * row_bytes
+            _read_exactly(file, memoryview(block).cast("B"), position, start + len(block), n_rows)
             yield start, block
 
 
