@@ -114,6 +114,27 @@ def test_shufflings_class_statistics_equal_torch_and_the_full_pass_bit_for_bit(m
             assert torch.equal(bits(ours[numbers]), bits(whole[numbers]))
 
 
+def test_shufflings_class_tables_filled_again_give_the_same_bits(monkeypatch):
+    """``overwrite=True`` refills one set of tables for each shuffling in turn: the same bits as new
+    tables, in the same memory each time, and nothing left over from the shuffling before."""
+    monkeypatch.setenv(KERNELS_VARIABLE, "compiled")
+    matrix, labels = awkward_matrix(5, n_units=2100)
+    tensor = torch.from_numpy(matrix)
+    generator = torch.Generator().manual_seed(1)
+    labellings = [Labels.from_array(labels).shuffled(generator) for _ in range(4)]
+    stats = LayerStats(tensor, labellings[0], reused=True)
+    fresh = stats.class_statistics(labellings)
+    addresses = set()
+    for labelling, expected in zip(labellings, fresh):
+        (again,) = stats.class_statistics([labelling], overwrite=True)
+        addresses.add(tuple(table.data_ptr() for table in again[:3]))
+        for ours, theirs in zip(again[:3], expected[:3]):
+            assert torch.equal(ours.isnan(), theirs.isnan())
+            numbers = ~theirs.isnan()
+            assert torch.equal(bits(ours[numbers]), bits(theirs[numbers]))
+    assert len(addresses) == 1
+
+
 @pytest.mark.parametrize("preset", ["none", "gale2019"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_precision_of_shufflings_is_the_same_either_way(monkeypatch, preset, seed):

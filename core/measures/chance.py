@@ -113,7 +113,7 @@ class NullCollector:
         group = 1 if compiled else max(1, GROUP_BYTES // (self.labels.n_classes * stats.n_units * 16))
         for first in range(0, len(self.shufflings), group):
             batch = self.shufflings[first : first + group]
-            class_stats = stats.class_statistics(batch)
+            class_stats = stats.class_statistics(batch, overwrite=True)  # each batch is measured before the next
             for offset, (shuffled, statistics) in enumerate(zip(batch, class_stats)):
                 relabelled = stats.relabelled(shuffled, statistics)
                 for measure, label in measures:

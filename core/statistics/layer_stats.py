@@ -63,6 +63,7 @@ class LayerStats:
         self._candidates: dict[int, Candidates] = {}
         self._runners_up: tuple[torch.Tensor, torch.Tensor] | None = None
         self._label_free: dict[str, object] = {}
+        self._tables: list = []  # the compiled class pass's tables for ``class_statistics(overwrite=True)``
         self.reused = reused
         self._row_block = max(1, ROW_BLOCK_BYTES // max(1, activations.shape[1] * activations.element_size()))
 
@@ -141,17 +142,25 @@ class LayerStats:
             return statistics
         return self.class_statistics([self.labels], squares=True)[0]
 
-    def class_statistics(self, labellings: list[Labels], squares: bool = False) -> list[ClassStatistics]:
+    def class_statistics(
+        self, labellings: list[Labels], squares: bool = False, *, overwrite: bool = False
+    ) -> list[ClassStatistics]:
         """Each class's maximum, minimum and float64 sum under several labellings (of these images),
         and with ``squares`` its float64 sum of squares (else None, computed later if a measure asks).
 
         The compiled pass reads each labelling's classes in turn (``class_extremes_and_sums_of``).
         In torch each block of rows is read once and scattered once per labelling while it is in
         cache, which is what makes many label shufflings cheap there.
+
+        ``overwrite=True`` is for a caller that is done with one call's statistics before it makes
+        the next (chance baselines, one shuffling after another): the compiled pass then fills the
+        same tables every time, which the next such call overwrites. New tables each time cost
+        about a quarter of the pass on a 2-core machine, mostly in the page faults of their first
+        writes (benchmarks/bench_chance.py).
         """
         kernels = compiled_kernels(self.activations)
         if kernels is not None and not squares:
-            return kernels.class_extremes_and_sums_of(self.activations, labellings)
+            return kernels.class_extremes_and_sums_of(self.activations, labellings, self._tables if overwrite else None)
         shape = (self.n_classes, self.n_units)
         dtype, device = self.activations.dtype, self.device
         out = [
