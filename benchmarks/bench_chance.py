@@ -13,6 +13,12 @@ shufflings each, every layer scaled per unit from the measured layer of its kind
 the fastest of ``--repeats`` runs. Each measure's
 chance columns are its default ones (headline value columns); ``--all-columns`` takes every value
 and count column instead.
+
+Last, where the compiled statistics run, the shufflings' class pass against the memory it reads: one
+shuffling's pass over the fc6-like layer into new tables and into the same tables again (as a run's
+shufflings do), beside a pass that only reads the same rows in the same order (each class's images
+in turn, every unit summed) with no other work, and the same in image order. Their ratio says how
+much of the pass is reading memory, which no rewrite of its arithmetic saves.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
@@ -65,6 +72,64 @@ def cost(matrix: torch.Tensor, labels: Labels, names: list[str], shufflings: int
         times.append(min(runs))
     per = (times[1] - times[0]) / shufflings
     return per, max(0.0, times[0] - per)
+
+
+@numba.njit(parallel=True, nogil=True, boundscheck=False)
+def _read_rows(values, stride, width, order, starts, block, out):  # pragma: no cover - compiled
+    """Sum every row a class pass reads, in its order and blocks of units: its memory traffic alone."""
+    for c in numba.prange(starts.shape[0] - 1):
+        total = np.zeros(block)
+        for j0 in range(0, width, block):
+            w = min(width - j0, block)
+            p, end = starts[c], starts[c + 1]
+            while p + 3 < end:  # four rows a step, as the class pass reads them
+                a, b = order[p] * stride + j0, order[p + 1] * stride + j0
+                d, e = order[p + 2] * stride + j0, order[p + 3] * stride + j0
+                for j in range(w):
+                    total[j] += (np.float64(values[a + j]) + np.float64(values[b + j])) + (
+                        np.float64(values[d + j]) + np.float64(values[e + j]))
+                p += 4
+            while p < end:
+                a = order[p] * stride + j0
+                for j in range(w):
+                    total[j] += np.float64(values[a + j])
+                p += 1
+        out[c] = total.sum()
+
+
+def read_floor(matrix: torch.Tensor, labels: Labels, repeats: int) -> None:
+    """Print one shuffling's class pass beside reads of the same rows in its order and in image order."""
+    from selectivity_eval.core.statistics import kernels
+
+    shuffled = labels.shuffled(torch.Generator().manual_seed(0))
+    order, starts = shuffled.grouped
+    values, stride = kernels._rows(matrix)
+    in_order = np.arange(len(order), dtype=order.dtype)
+    out = np.empty(len(starts) - 1)
+    tables: list = []  # filled again by every pass, as a run's shufflings do
+
+    block = kernels.UNITS_PER_BLOCK
+    passes = {
+        "class pass, new tables": lambda: kernels.class_extremes_and_sums_of(matrix, [shuffled]),
+        "class pass, its tables again": lambda: kernels.class_extremes_and_sums_of(matrix, [shuffled], tables),
+        "reading its rows in its order": lambda: kernels._run(
+            _read_rows, values, stride, matrix.shape[1], order, starts, block, out),
+        "reading the rows in image order": lambda: kernels._run(
+            _read_rows, values, stride, matrix.shape[1], in_order, starts, block, out),
+    }
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    for round_ in range(1 + repeats):  # in turns, so that a slow spell of the machine slows each alike
+        for name, run in passes.items():
+            started = time.perf_counter()
+            run()
+            if round_:  # the first round compiles and touches the memory
+                times[name].append(time.perf_counter() - started)
+    times = {name: min(seconds) for name, seconds in times.items()}
+    gigabytes = matrix.numel() * matrix.element_size() / 1e9
+    base = times["reading its rows in its order"]
+    print(f"\nthe shufflings' class pass against its reads ({tuple(matrix.shape)}, fastest of {repeats} turns):")
+    for name, seconds in times.items():
+        print(f"{name:>32}  {seconds * 1000:7.1f} ms  {gigabytes / seconds:5.1f} GB/s  {seconds / base:5.2f}x")
 
 
 def main() -> None:
@@ -114,6 +179,8 @@ def main() -> None:
         f"\nprojected study (AlexNet's 8 layers, {sum(ALEXNET.values()):,} units, five measures, "
         f"{args.permutations} shufflings): {total:.0f} s = {total / 60:.1f} min"
     )
+    if compiled_kernels(matrix) is not None:
+        read_floor(matrix, labels, max(3, args.repeats))
 
 
 if __name__ == "__main__":
