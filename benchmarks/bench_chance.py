@@ -107,7 +107,6 @@ def read_floor(matrix: torch.Tensor, labels: Labels, repeats: int) -> None:
     in_order = np.arange(len(order), dtype=order.dtype)
     out = np.empty(len(starts) - 1)
     tables: list = []  # filled again by every pass, as a run's shufflings do
-
     block = kernels.UNITS_PER_BLOCK
     passes = {
         "class pass, new tables": lambda: kernels.class_extremes_and_sums_of(matrix, [shuffled]),

@@ -135,8 +135,8 @@ def _light_class_pass(values, stride, width, order, starts, maxima, minima, sums
             low[:w] = np.inf
             total[:w] = 0.0
             # Four images a step, added in the same order as one at a time: four rows stream at once
-            # and the running results are loaded and stored a quarter as often, which brings the pass
-            # to the speed of merely reading its rows (benchmarks/bench_chance.py prints both).
+            # and the running results are loaded and stored a quarter as often. The pass then takes
+            # about 1.2x the time of merely reading its rows (benchmarks/bench_chance.py prints both).
             # ``peak if peak > x else x`` is ``max(x, peak)`` as _class_pass takes it, and vectorises.
             p, end = starts[c], starts[c + 1]
             while p + 3 < end:
