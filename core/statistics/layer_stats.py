@@ -152,11 +152,9 @@ class LayerStats:
         In torch each block of rows is read once and scattered once per labelling while it is in
         cache, which is what makes many label shufflings cheap there.
 
-        ``overwrite=True`` is for a caller that is done with one call's statistics before it makes
-        the next (chance baselines, one shuffling after another): the compiled pass then fills the
-        same tables every time, which the next such call overwrites. New tables each time cost
-        about a quarter of the pass on a 2-core machine, mostly in the page faults of their first
-        writes (benchmarks/bench_chance.py).
+        ``overwrite=True``: the compiled pass refills the same tables, which the next such call
+        overwrites, for a caller done with each call's statistics first (chance baselines). New
+        tables cost their first writes' page faults, 10-14% of the pass (bench_chance.py).
         """
         kernels = compiled_kernels(self.activations)
         if kernels is not None and not squares:
