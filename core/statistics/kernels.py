@@ -279,7 +279,7 @@ def class_extremes_and_sums_of(activations: torch.Tensor, labellings: list[Label
     For label shufflings, whose ranking is shared and whose measures rarely ask for variances.
     Returns one (maxima, minima, sums, None) per labelling, each (classes, units). ``tables``: a
     list the caller keeps, whose (maxima, minima, sums) numpy arrays are filled again, one per
-    labelling, instead of new ones (those missing, or of another shape, are made and kept there);
+    labelling, instead of new ones (those missing, or of another shape or type, are made and kept there);
     the pass writes every entry, so what a table held before never shows.
     """
     values, stride = _rows(activations)
@@ -289,7 +289,7 @@ def class_extremes_and_sums_of(activations: torch.Tensor, labellings: list[Label
         order, starts = labels.grouped
         shape = (labels.n_classes, width)
         kept = tables[index] if tables is not None and index < len(tables) else None
-        if kept is None or kept[0].shape != shape:
+        if kept is None or kept[0].shape != shape or kept[0].dtype != values.dtype:
             kept = np.empty(shape, dtype=values.dtype), np.empty(shape, dtype=values.dtype), np.empty(shape, np.float64)
             if tables is not None:
                 tables[index : index + 1] = [kept]
