@@ -12,10 +12,12 @@ activations are (see docs/am.md on rounding across batch sizes). Each precision 
 
 ``--against-lucent`` times torch-lucent itself against the engine instead: the same network, layer,
 units, image size, steps, Adam learning rate, Fourier parameters with decorrelated colour,
-transforms (jitter 8 px, scale 0.9-1.1, rotate 10 degrees; Lucent draws from lists, the engine
+transforms (8 px of jitter, scale 0.9-1.1, rotate 10 degrees; Lucent draws from lists, the engine
 from ranges) and objective (a channel's mean), in float32; Lucent one unit per ``render_vis`` call
 as its users run it. It prints units per second each way and, per unit, the activation each final
-image reaches, both measured by one forward pass of the same code. Lucent is an optional extra,
+image reaches, both measured by one forward pass of the same code. ``--budgets 96,128`` also runs
+the engine at those step counts and prints how soon it reaches Lucent's final activation on every
+unit. Lucent is an optional extra,
 installed without its old pins: ``pip install --no-deps torch-lucent`` and
 ``pip install -e .[bench-lucent]`` (what it imports: tqdm, decorator, kornia, IPython).
 
@@ -89,8 +91,17 @@ def reached(network, layer: str, images: torch.Tensor, units: list[int]) -> torc
     return unit_values(stored["out"], torch.tensor(units), "mean")
 
 
-def against_lucent(network, model, layer: str, units: list[int], size: int, steps: int) -> None:
-    """torch-lucent's render_vis, one unit per call, against the engine's batch, at the same settings."""
+LUCENT_JITTER = 8
+"""Lucent's ``jitter(8)`` shifts an image by 0-7 px one way; the engine's ``jitter: 4`` by up to 4 px
+either way, the same 8 px of travel (its ``jitter: 8`` would span 16)."""
+
+
+def against_lucent(network, model, layer: str, units: list[int], size: int, steps: int, budgets: list[int]) -> None:
+    """torch-lucent's render_vis, one unit per call, against the engine's batch, at the same settings.
+
+    The engine also runs at each of ``budgets`` steps, timed before and after Lucent (the slower
+    counts), which tells how soon it reaches Lucent's final activation on every unit.
+    """
     import kornia
     from kornia.geometry import transform as geometry
 
@@ -101,12 +112,20 @@ def against_lucent(network, model, layer: str, units: list[int], size: int, step
 
     ours_params = OptimiseParams(
         steps=steps, image_size=size, batch_size=len(units), normalise="imagenet", objective="mean", lr=0.05,
-        parameterisation="fourier", decorrelate=True, jitter=8, scale=(0.9, 1.1), rotate=10,
+        parameterisation="fourier", decorrelate=True, jitter=LUCENT_JITTER / 2, scale=(0.9, 1.1), rotate=10,
     )
     optimise_units(model, layer, units[:2], ours_params.model_copy(update={"steps": 2}), seed=0, device=torch.device("cpu"))
-    ours_time, ours = timed(model, layer, units, ours_params, torch.device("cpu"))
+    runs = sorted({steps, *budgets})
+
+    def engine_runs() -> dict:
+        return {
+            budget: timed(model, layer, units, ours_params.model_copy(update={"steps": budget}), torch.device("cpu"))
+            for budget in runs
+        }
+
+    before = engine_runs()
     transforms = [
-        transform.jitter(8),
+        transform.jitter(LUCENT_JITTER),
         transform.random_scale([0.9 + 0.01 * i for i in range(21)]),
         transform.random_rotate(list(range(-10, 11))),
     ]
@@ -121,19 +140,39 @@ def against_lucent(network, model, layer: str, units: list[int], size: int, step
         )[-1]
         lucent_images.append(torch.from_numpy(final).permute(0, 3, 1, 2))
     lucent_time = time.perf_counter() - started
+    # Again after Lucent, as this machine's speed drifts; each budget counts its slower run.
+    after = engine_runs()
+    ours = {budget: (max(before[budget][0], after[budget][0]), after[budget][1]) for budget in runs}
     network.zero_grad(set_to_none=True)
-    ours_reached = reached(network, layer, ours.images, units)
     lucent_reached = reached(network, layer, torch.cat(lucent_images), units)
+    reached_by = {budget: reached(network, layer, result.images, units) for budget, (_, result) in ours.items()}
     n = len(units)
+    ours_time = ours[steps][0]
     print(f"  selectivity-eval, {n} units in one batch: {ours_time:8.2f} s  {n / ours_time:8.3f} units/s")
     print(f"  torch-lucent, one unit per render_vis:  {lucent_time:8.2f} s  {n / lucent_time:8.3f} units/s")
     print(f"  units per second, ours / Lucent's: {lucent_time / ours_time:.2f}x (target 4x)")
     print("  activation reached (channel mean on the final image), per unit: unit, ours, Lucent's")
-    for unit, a, b in zip(units, ours_reached.tolist(), lucent_reached.tolist()):
+    for unit, a, b in zip(units, reached_by[steps].tolist(), lucent_reached.tolist()):
         print(f"    {unit:5d} {a:10.4g} {b:10.4g}{'' if a >= b else '   (Lucent higher)'}")
-    higher = int((ours_reached >= lucent_reached).sum())
-    print(f"  ours equal or higher on {higher} of {n} units; medians {ours_reached.median().item():.4g} against "
+    higher = int((reached_by[steps] >= lucent_reached).sum())
+    print(f"  ours equal or higher on {higher} of {n} units; medians {reached_by[steps].median().item():.4g} against "
           f"{lucent_reached.median().item():.4g}")
+    same = all(torch.equal(before[budget][1].images, after[budget][1].images) for budget in runs)
+    print(f"  the engine at each step budget, against Lucent's {steps} steps ({lucent_time:.2f} s); "
+          f"the same images both times: {'yes' if same else 'NO'}")
+    first_all = None
+    for budget, (seconds, _) in ours.items():
+        at_least = int((reached_by[budget] >= lucent_reached).sum())
+        print(f"    {budget:4d} steps: {seconds:8.2f} s (runs before and after Lucent's: {before[budget][0]:.2f} "
+              f"and {after[budget][0]:.2f} s), {lucent_time / seconds:5.2f}x less time, "
+              f"equal or higher on {at_least} of {n} units")
+        if at_least == n and first_all is None:
+            first_all = budget
+    if first_all is None:
+        print("  no budget reached Lucent's final activation on every unit")
+    else:
+        print(f"  Lucent's final activation on every unit within {first_all} steps: "
+              f"{lucent_time / ours[first_all][0]:.2f}x less time (target 4x)")
 
 
 def matmul_rate(dtype: torch.dtype, device: torch.device, side: int = 4096) -> float:
@@ -205,6 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--against-lucent", action="store_true", help="Time torch-lucent against the engine instead (float32, CPU)."
     )
+    parser.add_argument(
+        "--budgets", default="", help="With --against-lucent, comma-separated step counts to run the engine at too."
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
     parser.add_argument(
         "--precisions", default="float32,bfloat16", help="Comma-separated precisions to time (default both)."
@@ -222,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{device}, {torch.get_num_threads()} threads"
     )
     if args.against_lucent:
-        against_lucent(network, model, args.layer, units, args.size, args.steps)
+        budgets = [int(b) for b in args.budgets.split(",") if b]
+        against_lucent(network, model, args.layer, units, args.size, args.steps, budgets)
         return
     times = {}
     for precision in args.precisions.split(","):
