@@ -41,7 +41,8 @@ class TopClass(Measure):
 
     def compute(self, stats: LayerStats) -> dict[str, torch.Tensor]:
         top = stats.top_class
-        shared_peak = (stats.class_max == stats.unit_max.unsqueeze(0)).sum(0) > 1
+        # Another class reaches the unit's maximum exactly when the best of all other classes does.
+        shared_peak = (stats.runner_up_max == stats.unit_max) & (stats.n_classes > 1)
         # Every image above the best activation of all other classes is of the top class.
         count = stats.count_above(stats.runner_up_max)
         if self.params.window == "gale2019":
