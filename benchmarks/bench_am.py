@@ -17,9 +17,9 @@ from ranges) and objective (a channel's mean), in float32; Lucent one unit per `
 as its users run it. It prints units per second each way and, per unit, the activation each final
 image reaches, both measured by one forward pass of the same code. ``--budgets 96,128`` also runs
 the engine at those step counts and prints how soon it reaches Lucent's final activation on every
-unit. Lucent is an optional extra,
-installed without its old pins: ``pip install --no-deps torch-lucent`` and
-``pip install -e .[bench-lucent]`` (what it imports: tqdm, decorator, kornia, IPython).
+unit. Lucent is an optional extra, installed without its old pins: ``pip install --no-deps
+torch-lucent`` and ``pip install -e .[bench-lucent]`` (what it imports: tqdm, decorator, kornia,
+IPython).
 
 ``--lucent-like N`` adds a third way, timed on N units: one unit at a time in a loop written as
 Lucent-style tools write it (full forward pass, weight gradients computed), same image
